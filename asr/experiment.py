@@ -1,0 +1,103 @@
+"""What every recipe does with a corpus: features, training sets, systems, decodes, results.
+
+Recipes differ in their data preparation and their list of systems; the steps below are
+shared so that no recipe copies another. Paths follow Kaldi's layout::
+
+    data/<corpus>/<set>/              Kaldi data directories
+    exp/<corpus>/feats/<set>/         feature archives
+    exp/<corpus>/<system>/            model directory of a trained system, train.log
+    exp/<corpus>/<system>/decode_<set>/   hyp.txt, per_utt, wer
+    results/<corpus>/                 results.json, RESULTS.md, plots (committed)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asr.data import DataDir
+from asr.decoder import DecoderConfig
+from asr.evaluate import decode_and_score
+from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_archive
+from asr.fileio import write_json
+from asr.gmm.train import Utterance
+from asr.results import update_results
+from asr.system import AsrSystem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Experiment:
+    """Paths and shared steps of one recipe run."""
+
+    corpus: str
+    data_root: Path
+    exp_root: Path
+    results_root: Path
+    features: FeatureConfig
+    progress: bool = True
+
+    @property
+    def data(self) -> Path:
+        return self.data_root / self.corpus
+
+    @property
+    def exp(self) -> Path:
+        return self.exp_root / self.corpus
+
+    @property
+    def results(self) -> Path:
+        return self.results_root / self.corpus
+
+    def data_dir(self, name: str) -> DataDir:
+        return DataDir.load(self.data / name)
+
+    def feat_dir(self, name: str) -> Path:
+        return self.exp / "feats" / name
+
+    def make_features(self, name: str) -> None:
+        """Compute the base features (MFCC or fbank) of one data set into an archive."""
+        data = self.data_dir(name)
+        compute_archive({u: str(p) for u, p in data.wavs.items()}, self.features,
+                        self.feat_dir(name), progress=self.progress)
+
+    def load_features(self, name: str, features: FeatureConfig | None = None
+                      ) -> dict[str, np.ndarray]:
+        """Features of one data set after CMVN, deltas and splicing."""
+        data = self.data_dir(name)
+        raw = read_archive(self.feat_dir(name))
+        missing = sorted(set(data.wavs) - set(raw))
+        if missing:
+            raise KeyError(f"{self.feat_dir(name)} lacks features of {len(missing)} utterances "
+                           f"(e.g. {missing[0]}); rerun the features stage")
+        raw = {u: raw[u] for u in data.utts}
+        return apply_pipeline(raw, features or self.features, data.utt2spk)
+
+    def utterances(self, name: str, features: FeatureConfig | None = None) -> list[Utterance]:
+        data = self.data_dir(name)
+        feats = self.load_features(name, features)
+        return [Utterance(u, feats[u], data.text[u]) for u in data.utts]
+
+    def system_dir(self, system: str) -> Path:
+        return self.exp / system
+
+    def load_system(self, system: str) -> AsrSystem:
+        return AsrSystem.load(self.system_dir(system))
+
+    def decode(self, system: str, test_set: str, cfg: DecoderConfig | None = None,
+               model: AsrSystem | None = None) -> None:
+        """Decode one test set with one system and record its ``%WER`` in results.json."""
+        model = model or self.load_system(system)
+        data = self.data_dir(test_set)
+        feats = self.load_features(test_set, model.features)
+        out = self.system_dir(system) / f"decode_{test_set}"
+        name = f"exp/{self.corpus}/{system}/decode_{test_set}"
+        result = decode_and_score(model, feats, data.text, out, name, cfg, self.progress)
+        update_results(self.results / "results.json", system, test_set, result)
+
+    def record(self, name: str, values: dict) -> None:
+        """Write ``exp/<corpus>/<name>.json`` (timings and other measurements of a run)."""
+        write_json(self.exp / f"{name}.json", values)

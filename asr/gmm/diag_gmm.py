@@ -1,0 +1,87 @@
+"""Diagonal-covariance GMMs for every pdf, stacked so that one GEMM scores them all.
+
+Gaussians of all pdfs are stored together, sorted by pdf: ``gauss_pdf[g]`` is the pdf of
+Gaussian g and ``offsets[p]:offsets[p+1]`` the Gaussians of pdf p. The log-likelihood of
+every Gaussian for every frame is ``[x, x**2] @ W.T + c``: one matrix product.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+class DiagGmm:
+    """Attributes: means, variances (G, D) float64; log_weights (G,); gauss_pdf (G,) int."""
+
+    def __init__(self, means: np.ndarray, variances: np.ndarray, log_weights: np.ndarray,
+                 gauss_pdf: np.ndarray, num_pdfs: int):
+        order = np.argsort(gauss_pdf, kind="stable")
+        self.means = np.asarray(means, dtype=np.float64)[order]
+        self.variances = np.asarray(variances, dtype=np.float64)[order]
+        self.log_weights = np.asarray(log_weights, dtype=np.float64)[order]
+        self.gauss_pdf = np.asarray(gauss_pdf, dtype=np.int64)[order]
+        self.num_pdfs = int(num_pdfs)
+        counts = np.bincount(self.gauss_pdf, minlength=num_pdfs)
+        if np.any(counts == 0):
+            raise ValueError("every pdf needs at least one Gaussian")
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self._prepare()
+
+    @property
+    def num_gauss(self) -> int:
+        return len(self.gauss_pdf)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def _prepare(self) -> None:
+        inv = 1.0 / self.variances
+        self._proj = np.hstack([self.means * inv, -0.5 * inv]).astype(np.float32)   # (G, 2D)
+        self._const = (self.log_weights - 0.5 * (self.dim * LOG_2PI + np.log(self.variances).sum(1)
+                                                 + (self.means ** 2 * inv).sum(1))).astype(np.float32)
+
+    def gaussian_log_likelihoods(self, feats: np.ndarray, gauss: np.ndarray | None = None
+                                 ) -> np.ndarray:
+        """(T, G') log weight + log density of each Gaussian (or of the subset ``gauss``)."""
+        x = np.asarray(feats, dtype=np.float32)
+        xx = np.hstack([x, x * x])
+        if gauss is None:
+            return xx @ self._proj.T + self._const
+        return xx @ self._proj[gauss].T + self._const[gauss]
+
+    def log_likelihoods(self, feats: np.ndarray) -> np.ndarray:
+        """(T, num_pdfs) float32 log-likelihood of each pdf's mixture."""
+        return _logsumexp_blocks(self.gaussian_log_likelihoods(feats), self.offsets)
+
+    def with_params(self, means, variances, log_weights, gauss_pdf) -> "DiagGmm":
+        return DiagGmm(means, variances, log_weights, gauss_pdf, self.num_pdfs)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"means": self.means, "variances": self.variances,
+                "log_weights": self.log_weights, "gauss_pdf": self.gauss_pdf}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, num_pdfs: int) -> "DiagGmm":
+        return cls(arrays["means"], arrays["variances"], arrays["log_weights"],
+                   arrays["gauss_pdf"], num_pdfs)
+
+
+def _logsumexp_blocks(ll: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Log-sum-exp over contiguous column blocks: (T, G) -> (T, len(offsets) - 1)."""
+    starts = offsets[:-1]
+    if len(starts) == ll.shape[1]:
+        return ll
+    peak = np.maximum.reduceat(ll, starts, axis=1)
+    sizes = np.diff(offsets)
+    summed = np.add.reduceat(np.exp(ll - np.repeat(peak, sizes, axis=1)), starts, axis=1)
+    return peak + np.log(summed)
+
+
+def flat_start(feats: np.ndarray, num_pdfs: int) -> DiagGmm:
+    """One Gaussian per pdf, all equal to the global mean and variance of ``feats`` (T, D)."""
+    mean = feats.mean(axis=0)
+    var = feats.var(axis=0)
+    return DiagGmm(np.tile(mean, (num_pdfs, 1)), np.tile(var, (num_pdfs, 1)),
+                   np.zeros(num_pdfs), np.arange(num_pdfs), num_pdfs)

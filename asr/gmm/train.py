@@ -1,0 +1,168 @@
+"""GMM-HMM training: flat start, embedded Baum-Welch or Viterbi re-estimation, mixture growth.
+
+One function trains both systems: a monophone (monophone tree, flat-start GMM) and a
+triphone (a grown tree, GMM initialised from the tree's leaf statistics). Statistics come
+either from forward-backward posteriors over each utterance's training graph ("baum-welch")
+or from forced alignments, refreshed on ``realign_iters`` ("viterbi", Kaldi's schedule).
+The first pass from a flat start is always Baum-Welch: equal Gaussians give a Viterbi path
+nothing to choose by.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from asr.decoder.decoder import align
+from asr.gmm.diag_gmm import DiagGmm
+from asr.gmm.stats import GmmStats
+from asr.gmm.update import mle_update, split_gaussians
+from asr.hmm.forward_backward import forward_backward
+from asr.hmm.graph import Graph, training_graph
+from asr.hmm.transitions import TransitionModel
+from asr.hmm.tree import ContextTree
+from asr.lexicon import Lexicon
+
+log = logging.getLogger(__name__)
+
+KALDI_MONO_REALIGN = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)
+
+
+@dataclass
+class GmmTrainConfig:
+    """Settings of one GMM-HMM training run (a ``[mono]`` or ``[tri]`` table in a recipe)."""
+
+    training: str = "viterbi"            # "viterbi" or "baum-welch"
+    num_iters: int = 40
+    max_gaussians: int = 1000            # total Gaussians reached by mixture splitting
+    mixup_iters: int = 30                # Gaussians grow linearly over these iterations
+    realign_iters: list[int] = field(default_factory=lambda: list(KALDI_MONO_REALIGN))
+    num_leaves: int = 0                  # triphone tree size; 0 trains a monophone system
+    tree_min_count: float = 50.0         # frames each tree leaf must keep
+    min_gaussian_occ: float = 3.0
+    var_floor: float = 0.01              # variance floor, as a fraction of the global variance
+    silence_prob: float = 0.5
+    align_acoustic_scale: float = 0.1
+    align_beam: float = 10.0
+    align_retry_beam: float = 40.0
+
+    def __post_init__(self):
+        if self.training not in ("viterbi", "baum-welch"):
+            raise ValueError(f"training must be 'viterbi' or 'baum-welch', got {self.training!r}")
+        if self.num_iters < 1 or self.max_gaussians < 1:
+            raise ValueError("num_iters and max_gaussians must be positive")
+
+
+@dataclass
+class Utterance:
+    """One training utterance: id, features (T, D) and transcript."""
+
+    utt: str
+    feats: np.ndarray
+    words: list[str]
+
+
+@dataclass
+class TrainResult:
+    gmm: DiagGmm
+    tm: TransitionModel
+    alignments: dict[str, np.ndarray]      # utt -> (T,) node path in its training graph
+    graphs: dict[str, Graph]
+    history: list[float]                   # average log-likelihood per frame, per iteration
+
+
+def _pdf_weights(graph: Graph, node_post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pdfs, inverse = np.unique(graph.pdf, return_inverse=True)
+    weights = np.zeros((node_post.shape[0], len(pdfs)))
+    np.add.at(weights.T, inverse, node_post.T)
+    return pdfs, weights
+
+
+def _path_weights(graph: Graph, path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pdfs, inverse = np.unique(graph.pdf[path], return_inverse=True)
+    weights = np.zeros((len(path), len(pdfs)))
+    weights[np.arange(len(path)), inverse] = 1.0
+    return pdfs, weights
+
+
+def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.ndarray:
+    """Count of each transition id along a node path (the exit after the last frame included)."""
+    ts = graph.tstate[path]
+    tids = 2 * ts[:-1] + (path[1:] != path[:-1])
+    counts = np.bincount(tids, minlength=num_tids).astype(np.float64)
+    counts[2 * ts[-1] + 1] += 1.0
+    return counts
+
+
+def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
+                  tm: TransitionModel, gmm: DiagGmm, cfg: GmmTrainConfig,
+                  progress: bool = True, desc: str = "train") -> TrainResult:
+    """Re-estimate ``gmm`` and ``tm`` on ``utts`` for ``cfg.num_iters`` iterations."""
+    all_feats = np.concatenate([u.feats for u in utts])
+    var_floor = cfg.var_floor * all_feats.var(axis=0)
+    graphs = {u.utt: training_graph(u.words, lexicon, tree, tm, cfg.silence_prob) for u in utts}
+    num_tids = 2 * tm.num_tstates
+    mixup_step = max(0, cfg.max_gaussians - gmm.num_gauss) / max(1, cfg.mixup_iters)
+    target = float(gmm.num_gauss)
+    alignments: dict[str, np.ndarray] = {}
+    history: list[float] = []
+    flat = np.allclose(gmm.means, gmm.means[:1])
+    bar = tqdm(range(1, cfg.num_iters + 1), desc=desc, disable=not progress, leave=False)
+    for it in bar:
+        stats = GmmStats(gmm.num_gauss, gmm.dim)
+        tcounts = np.zeros(num_tids)
+        baum_welch = cfg.training == "baum-welch" or (flat and it == 1)
+        realign = not baum_welch and (not alignments or it in cfg.realign_iters)
+        total_ll, frames, failed = 0.0, 0, 0
+        for u in utts:
+            graph = graphs[u.utt]
+            if baum_welch:
+                post = forward_backward(graph, tm, gmm.log_likelihoods(u.feats))
+                if not np.isfinite(post.log_likelihood):
+                    failed += 1
+                    continue
+                pdfs, weights = _pdf_weights(graph, post.node_posteriors)
+                tcounts += post.transition_counts(graph, num_tids)
+                total_ll += post.log_likelihood
+                frames += len(u.feats)
+            else:
+                if realign:
+                    path = align(graph, tm, gmm.log_likelihoods(u.feats), cfg.align_acoustic_scale,
+                                 cfg.align_beam, cfg.align_retry_beam)
+                    if path is None:
+                        alignments.pop(u.utt, None)
+                        failed += 1
+                        continue
+                    alignments[u.utt] = path
+                path = alignments.get(u.utt)
+                if path is None:
+                    continue
+                pdfs, weights = _path_weights(graph, path)
+                tcounts += path_transition_counts(graph, path, num_tids)
+            stats.accumulate(gmm, u.feats, pdfs, weights)
+        if baum_welch:
+            history.append(total_ll / max(frames, 1))
+        else:
+            history.append(stats.log_likelihood / max(stats.frames, 1))
+        if failed:
+            log.warning("iteration %d: %d of %d utterances had no path through their graph",
+                        it, failed, len(utts))
+        gmm = mle_update(gmm, stats, var_floor, cfg.min_gaussian_occ)
+        tm.update(tcounts)
+        if it <= cfg.mixup_iters and mixup_step > 0:
+            target += mixup_step
+            pdf_occ = np.bincount(gmm.gauss_pdf, weights=stats.occ, minlength=gmm.num_pdfs)
+            gmm = split_gaussians(gmm, pdf_occ, int(round(target)))
+        log.info("%s iteration %d: %s log-likelihood per frame %.4f, %d Gaussians", desc, it,
+                 "Baum-Welch" if baum_welch else "Viterbi", history[-1], gmm.num_gauss)
+        bar.set_postfix(ll=f"{history[-1]:.3f}", gauss=gmm.num_gauss)
+    # Final alignments with the final model: the targets of the next system.
+    final = {}
+    for u in utts:
+        path = align(graphs[u.utt], tm, gmm.log_likelihoods(u.feats), cfg.align_acoustic_scale,
+                     cfg.align_beam, cfg.align_retry_beam)
+        if path is not None:
+            final[u.utt] = path
+    return TrainResult(gmm, tm, final, graphs, history)

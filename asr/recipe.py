@@ -1,0 +1,123 @@
+"""Recipe machinery: numbered stages, ``--stage/--stop-stage``, resume, logs, settings.
+
+A recipe is a list of stages; each stage is a function that writes its outputs atomically.
+When a stage succeeds a marker ``exp/<corpus>/.done/<N>-<name>`` is written, and the stage
+is skipped on the next run unless ``--force`` is given (or an earlier stage was re-run in
+the same invocation). An interrupted stage leaves no marker and no half-written output,
+so rerunning resumes where the run stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from asr.fileio import write_json, write_text
+from asr.settings import load_settings, parse_override, to_dict
+
+log = logging.getLogger("asr.recipe")
+
+
+@dataclass
+class Stage:
+    number: int
+    name: str
+    run: Callable[[], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and (if loaded) torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def recipe_arguments(description: str, default_settings: Path) -> argparse.ArgumentParser:
+    """The command line every recipe shares."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--stage", type=int, default=0, help="first stage to run")
+    p.add_argument("--stop-stage", type=int, default=100, help="last stage to run")
+    p.add_argument("--force", action="store_true", help="re-run stages that already finished")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="local copy of the corpus (default: download it, checking sha256)")
+    p.add_argument("--settings", type=Path, default=default_settings, help="TOML settings file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set mono.num_iters=10")
+    p.add_argument("--exp", type=Path, default=Path("exp"), help="experiment root")
+    p.add_argument("--data", type=Path, default=Path("data"), help="prepared data root")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def resolve_settings(args: argparse.Namespace, cls: type):
+    overrides = dict(parse_override(s) for s in args.set)
+    return load_settings(args.settings, cls, overrides)
+
+
+def setup_logging(log_path: Path) -> None:
+    """Log to ``log_path`` (appending) and to the console."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        if getattr(h, "_asr_recipe", False):
+            root.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    for handler in (logging.FileHandler(log_path), logging.StreamHandler()):
+        handler.setFormatter(fmt)
+        handler._asr_recipe = True
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler,
+                                                                          logging.FileHandler):
+            handler.setLevel(logging.WARNING if os.environ.get("ASR_QUIET") else logging.INFO)
+        root.addHandler(handler)
+
+
+def run_stages(stages: list[Stage], exp_dir: Path, first: int, last: int,
+               force: bool = False) -> dict[int, float]:
+    """Run the stages numbered ``first..last`` in order; returns seconds per stage run."""
+    done_dir = exp_dir / ".done"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[int, float] = {}
+    rerun_downstream = False
+    for stage in stages:
+        if not first <= stage.number <= last:
+            continue
+        marker = done_dir / f"{stage.number:02d}-{stage.name}"
+        if marker.exists() and not force and not rerun_downstream:
+            log.info("Stage %d: %s (done, skipped)", stage.number, stage.name)
+            continue
+        log.info("Stage %d: %s", stage.number, stage.name)
+        start = time.perf_counter()
+        stage.run()
+        timings[stage.number] = time.perf_counter() - start
+        write_text(marker, f"{timings[stage.number]:.3f}\n")
+        rerun_downstream = True
+        log.info("Stage %d: %s finished in %.1f s", stage.number, stage.name,
+                 timings[stage.number])
+    return timings
+
+
+def write_settings(exp_dir: Path, settings) -> None:
+    """Record the resolved settings of a run in its experiment folder."""
+    write_json(exp_dir / "settings.json", to_dict(settings))
+
+
+def machine_description() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+__all__ = ["Stage", "machine_description", "recipe_arguments", "resolve_settings",
+           "run_stages", "seed_everything", "setup_logging", "write_settings"]

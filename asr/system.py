@@ -1,0 +1,116 @@
+"""A trained recogniser as one self-contained directory.
+
+Layout of a model directory (everything needed to turn audio into words)::
+
+    manifest.json      format version, model type, sha256 of every other file
+    features.json      the FeatureConfig the model was trained with
+    lexicon.json       phones and pronunciations
+    tree.json          context dependency: (left, phone, right, state) -> pdf
+    transitions.json   the transition model
+    decoder.json       default search settings (grammar, beam, scales)
+    acoustic/          the acoustic model's own files (see ``asr.models``)
+
+Loading checks the format version and every checksum, so an altered or partly copied
+directory is refused with an error naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asr.decoder import Decoder, DecoderConfig, decoding_graph, make_grammar
+from asr.errors import ModelError
+from asr.features import FeatureConfig
+from asr.fileio import atomic_dir, write_json
+from asr.hmm.transitions import TransitionModel
+from asr.hmm.tree import ContextTree
+from asr.lexicon import Lexicon
+from asr.models import AcousticModel, model_class, read_json
+
+FORMAT_VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class AsrSystem:
+    """Front end, lexicon, HMMs and acoustic model of one trained system."""
+
+    features: FeatureConfig
+    lexicon: Lexicon
+    tree: ContextTree
+    tm: TransitionModel
+    model: AcousticModel
+    decoding: DecoderConfig
+
+    def save(self, directory: str | Path) -> None:
+        """Write the model directory atomically."""
+        with atomic_dir(directory) as tmp:
+            write_json(tmp / "features.json", dataclasses.asdict(self.features))
+            write_json(tmp / "lexicon.json", self.lexicon.to_dict())
+            write_json(tmp / "tree.json", self.tree.to_dict())
+            write_json(tmp / "transitions.json", self.tm.to_dict())
+            write_json(tmp / "decoder.json", dataclasses.asdict(self.decoding))
+            (tmp / "acoustic").mkdir()
+            self.model.save(tmp / "acoustic")
+            files = sorted(p for p in tmp.rglob("*") if p.is_file())
+            write_json(tmp / "manifest.json", {
+                "format_version": FORMAT_VERSION,
+                "model_type": self.model.model_type,
+                "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in files}})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "AsrSystem":
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ModelError(directory, "model directory not found")
+        manifest = read_json(directory / "manifest.json")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ModelError(directory / "manifest.json", f"format version "
+                             f"{manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+        for name, digest in sorted(manifest.get("files", {}).items()):
+            path = directory / name
+            if not path.is_file():
+                raise ModelError(path, "missing model file listed in manifest.json")
+            if _sha256(path) != digest:
+                raise ModelError(path, "checksum does not match manifest.json: the file was "
+                                 "altered or damaged")
+        try:
+            features = FeatureConfig(**read_json(directory / "features.json"))
+            lexicon = Lexicon.from_dict(read_json(directory / "lexicon.json"))
+            tree = ContextTree.from_dict(read_json(directory / "tree.json"))
+            tm = TransitionModel.from_dict(read_json(directory / "transitions.json"))
+            decoding = DecoderConfig(**read_json(directory / "decoder.json"))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ModelError(directory, f"inconsistent model files: {exc}") from None
+        model = model_class(manifest.get("model_type", "")).load(directory / "acoustic")
+        if model.num_pdfs != tree.num_pdfs:
+            raise ModelError(directory, f"acoustic model has {model.num_pdfs} pdfs, the tree "
+                             f"{tree.num_pdfs}")
+        return cls(features, lexicon, tree, tm, model, decoding)
+
+    def decoder(self, cfg: DecoderConfig | None = None, base_dir: Path | None = None) -> Decoder:
+        """A decoder over this system's graph for ``cfg`` (default: the saved settings)."""
+        cfg = cfg or self.decoding
+        grammar = make_grammar(cfg.grammar, self.lexicon.words, base_dir)
+        graph = decoding_graph(grammar, self.lexicon, self.tree, self.tm, cfg.silence_prob)
+        return Decoder(graph, self.tm, grammar.words, cfg)
+
+
+def describe(directory: str | Path) -> dict:
+    """The manifest of a model directory (for ``asr info``)."""
+    return json.loads((Path(directory) / "manifest.json").read_text())
+
+
+__all__ = ["AsrSystem", "FORMAT_VERSION", "describe"]

@@ -1,0 +1,339 @@
+"""asr.data: data directories, downloads, archives and corpus preparation on the real corpora."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import re
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.audio import active_power, read_wav, signal_power, write_wav
+from asr.data import (DataDir, download, extract_archive, extract_tar, fix_data_dir, load_manifest,
+                      locate_corpus, plan_fsdd_connected, prepare_fsdd_connected,
+                      prepare_fsdd_isolated, prepare_noisy, prepare_yesno, render_string)
+from asr.errors import DataError
+
+
+# ----------------------------------------------------------------------------- data directories
+
+@pytest.fixture
+def small_dir(tmp_path) -> Path:
+    """A valid data directory: utterances a1 a2 (speaker a) and b1 (speaker b)."""
+    wavs = {}
+    for utt in ("a1", "a2", "b1"):
+        wavs[utt] = tmp_path / "wav" / f"{utt}.wav"
+        write_wav(wavs[utt], np.zeros(80, np.float32), 8000)
+    data = DataDir(wavs=wavs, text={"a1": ["YES", "NO"], "a2": ["NO"], "b1": ["YES"]},
+                   utt2spk={"a1": "a", "a2": "a", "b1": "b"})
+    data.save(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_save_and_load_round_trip(small_dir):
+    data = DataDir.load(small_dir)
+    assert data.utts == ["a1", "a2", "b1"]
+    assert data.text["a1"] == ["YES", "NO"]
+    assert data.spk2utt == {"a": ["a1", "a2"], "b": ["b1"]}
+    assert all(p.is_absolute() and p.is_file() for p in data.wavs.values())
+    assert (small_dir / "spk2utt").read_text() == "a a1 a2\nb b1\n"
+    assert data.subset(["b1"]).utts == ["b1"]
+    with pytest.raises(DataError, match="'zz' is not in"):
+        data.subset(["zz"])
+
+
+def _edit(name: str, lines: callable):
+    """A change to one file of the data directory, given as a function of its lines."""
+    def apply(directory: Path):
+        path = directory / name
+        path.write_text("".join(line + "\n" for line in lines(path.read_text().splitlines())))
+    return apply
+
+
+BAD_DIRS = [  # (what is wrong, change, "file:line" expected in the error, text expected in it)
+    ("unsorted", _edit("text", lambda ls: [ls[1], ls[0], ls[2]]), "text:2:", "not sorted"),
+    ("duplicated id", _edit("utt2spk", lambda ls: ls[:2] + [ls[1]] + ls[2:]), "utt2spk:3:",
+     "duplicate id 'a2'"),
+    ("missing id", _edit("text", lambda ls: ls[:1] + ls[2:]), "wav.scp:2:", "no line in text"),
+    ("extra id", _edit("utt2spk", lambda ls: ls + ["c1 c"]), "utt2spk:4:", "'c1' is not in wav.scp"),
+    ("empty transcript", _edit("text", lambda ls: [ls[0], "a2", ls[2]]), "text:2:",
+     "empty transcript for utterance 'a2'"),
+    ("missing wav", _edit("wav.scp", lambda ls: [ls[0], "a2 /nonexistent/a2.wav", ls[2]]),
+     "wav.scp:2:", "does not exist"),
+    ("two speakers", _edit("utt2spk", lambda ls: [ls[0], "a2 a extra", ls[2]]), "utt2spk:2:",
+     "expected '<utterance-id> <speaker-id>'"),
+    ("speaker order", _edit("utt2spk", lambda ls: ["a1 b", "a2 a", "b1 b"]), "utt2spk:2:",
+     "sorted by speaker"),
+    ("spk2utt differs", _edit("spk2utt", lambda ls: ["a a1", "b a2 b1"]), "spk2utt:1:",
+     "utterances of speaker 'a' differ"),
+    ("blank line", _edit("text", lambda ls: [ls[0], "", *ls[1:]]), "text:2:", "empty line"),
+]
+
+
+@pytest.mark.parametrize("what, change, where, expected", BAD_DIRS, ids=[c[0] for c in BAD_DIRS])
+def test_bad_data_dir_raises_one_error_naming_file_and_line(small_dir, what, change, where, expected):
+    change(small_dir)
+    with pytest.raises(DataError) as info:
+        DataDir.load(small_dir)
+    message = str(info.value)
+    assert f"{small_dir}/{where}" in message and expected in message
+
+
+def test_missing_file_is_named(small_dir):
+    (small_dir / "utt2spk").unlink()
+    with pytest.raises(DataError, match=r"data/utt2spk: missing"):
+        DataDir.load(small_dir)
+
+
+def test_oov_word_names_text_file_and_line(small_dir):
+    data = DataDir.load(small_dir)
+    data.check_vocabulary({"YES", "NO"})
+    with pytest.raises(DataError) as info:
+        data.check_vocabulary({"YES"})
+    assert f"{small_dir}/text:1:" in str(info.value) and "word 'NO'" in str(info.value)
+
+
+def test_fix_data_dir_drops_bad_utterances(small_dir):
+    _edit("text", lambda ls: ls[:2])(small_dir)                    # b1 has no transcript
+    (small_dir.parent / "wav" / "a2.wav").unlink()                # a2 has no audio
+    assert fix_data_dir(small_dir) == 2
+    assert DataDir.load(small_dir).utts == ["a1"]
+
+
+# ----------------------------------------------------------------------------- downloads, archives
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_download_file_url_checks_sha256(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"corpus bytes" * 1000)
+    dest = tmp_path / "dl" / "corpus.tar.gz"
+    assert download(source.as_uri(), dest, _sha(source.read_bytes()), progress=False) == dest
+    assert dest.read_bytes() == source.read_bytes()
+    source.unlink()                                   # already there: not fetched again
+    assert download(source.as_uri(), dest, _sha(dest.read_bytes()), progress=False) == dest
+
+
+def test_download_mismatch_removes_the_file(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"altered")
+    dest = tmp_path / "dl" / "corpus.tar.gz"
+    with pytest.raises(DataError) as info:
+        download(source.as_uri(), dest, "0" * 64, progress=False)
+    assert str(dest) in str(info.value) and "sha256 mismatch" in str(info.value)
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_download_refuses_without_checksum(tmp_path):
+    with pytest.raises(DataError, match="refusing to download unverified data"):
+        download("file:///nonexistent", tmp_path / "x", None, progress=False)
+
+
+def test_download_over_http(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "a.bin").write_bytes(bytes(range(256)) * 500)
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}"
+            dest = download(f"{base}/a.bin", tmp_path / "a.bin", _sha((served / "a.bin").read_bytes()),
+                            progress=False, timeout=5)
+            assert dest.read_bytes() == (served / "a.bin").read_bytes()
+            with pytest.raises(DataError, match="cannot download"):
+                download(f"{base}/missing.bin", tmp_path / "m.bin", "0" * 64, progress=False, timeout=5)
+            with pytest.raises(DataError, match="sha256 mismatch"):
+                download(f"{base}/a.bin", tmp_path / "b.bin", "1" * 64, progress=False, timeout=5)
+            assert not (tmp_path / "b.bin").exists()
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] = {}) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("member, links", [("../evil", {}), ("/abs/evil", {}), ("a/../../evil", {}),
+                                           ("ok", {"link": "/etc/passwd"}), ("ok", {"link": "../../x"})])
+def test_extract_tar_refuses_members_outside(tmp_path, member, links):
+    archive = _tar(tmp_path / "bad.tar.gz", {"fine.txt": b"1", member: b"2"}, links)
+    with pytest.raises(DataError) as info:
+        extract_tar(archive, tmp_path / "out")
+    assert str(archive) in str(info.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil").exists()
+
+
+def test_extract_archives(tmp_path):
+    archive = _tar(tmp_path / "good.tar.gz", {"top/a.txt": b"a", "top/sub/b.txt": b"b"})
+    assert (extract_archive(archive, tmp_path / "t") / "top" / "sub" / "b.txt").read_bytes() == b"b"
+    with zipfile.ZipFile(tmp_path / "good.zip", "w") as zf:
+        zf.writestr("top/a.txt", "a")
+    assert (extract_archive(tmp_path / "good.zip", tmp_path / "z") / "top" / "a.txt").read_text() == "a"
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as zf:
+        zf.writestr("../evil", "x")
+    with pytest.raises(DataError, match="bad.zip: member '../evil' points outside"):
+        extract_archive(tmp_path / "bad.zip", tmp_path / "zz")
+    (tmp_path / "junk.tar").write_bytes(b"junk" * 100)
+    with pytest.raises(DataError, match="junk.tar: not a readable tar archive"):
+        extract_archive(tmp_path / "junk.tar", tmp_path / "j")
+
+
+def test_manifest_lists_verified_archives():
+    manifest = load_manifest()
+    assert set(manifest) == {"yesno", "fsdd"}
+    for entry in manifest.values():
+        assert entry["url"].startswith("https://")
+        assert entry["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+
+
+# ----------------------------------------------------------------------------- locating corpora
+
+def test_locate_corpus_checks_a_local_copy(shared_data, tmp_path):
+    assert locate_corpus("yesno", shared_data / "yesno") == shared_data / "yesno"
+    assert locate_corpus("fsdd", shared_data / "fsdd") == shared_data / "fsdd"
+    few = tmp_path / "yesno"
+    few.mkdir()
+    for wav in sorted((shared_data / "yesno" / "waves_yesno").glob("*.wav"))[:3]:
+        (few / wav.name).symlink_to(wav)
+    with pytest.raises(DataError, match=f"{few}: found 3 recordings"):
+        locate_corpus("yesno", few)
+    fsdd = tmp_path / "fsdd"
+    fsdd.mkdir()
+    for wav in (shared_data / "fsdd" / "recordings").glob("*.wav"):
+        if wav.name != "3_lucas_7.wav":
+            (fsdd / wav.name).symlink_to(wav)
+    with pytest.raises(DataError, match=f"{fsdd}: missing 1 of 2500 recordings, e.g. 3_lucas_7.wav"):
+        locate_corpus("fsdd", fsdd)
+
+
+def test_locate_corpus_downloads_and_unpacks(shared_data, tmp_path):
+    wavs = sorted((shared_data / "yesno" / "waves_yesno").glob("*.wav"))
+    archive = tmp_path / "waves_yesno.tar"
+    with tarfile.open(archive, "w") as tar:
+        for wav in wavs:
+            tar.add(wav, arcname=f"waves_yesno/{wav.name}")
+    manifest = tmp_path / "corpora.json"
+    manifest.write_text(json.dumps({"yesno": {
+        "url": archive.as_uri(), "sha256": _sha(archive.read_bytes()),
+        "archive": "waves_yesno.tar", "corpus_dir": "."}}))
+    corpus = locate_corpus("yesno", download_dir=tmp_path / "dl", manifest=manifest, progress=False)
+    assert corpus == tmp_path / "dl" / "yesno" and len(list(corpus.glob("waves_yesno/*.wav"))) == 60
+    archive.unlink()                      # unpacked already: nothing is fetched again
+    assert locate_corpus("yesno", download_dir=tmp_path / "dl", manifest=manifest) == corpus
+
+
+# ----------------------------------------------------------------------------- corpus preparation
+
+def test_prepare_yesno(shared_data, tmp_path):
+    prepare_yesno(shared_data / "yesno", tmp_path)
+    train, test = DataDir.load(tmp_path / "train"), DataDir.load(tmp_path / "test")
+    assert (len(train), len(test)) == (31, 29) and not set(train.utts) & set(test.utts)
+    assert train.utts[0] == "0_0_0_0_1_1_1_1"
+    assert train.text["0_0_0_0_1_1_1_1"] == "NO NO NO NO YES YES YES YES".split()
+    assert set(test.utt2spk.values()) == {"global"}
+    train.check_vocabulary({"YES", "NO"})
+
+
+def test_prepare_fsdd_isolated(shared_data, tmp_path):
+    prepare_fsdd_isolated(shared_data / "fsdd", tmp_path / "conv")
+    train, test = DataDir.load(tmp_path / "conv" / "train"), DataDir.load(tmp_path / "conv" / "test")
+    assert (len(train), len(test)) == (2250, 250)
+    assert test.text["jackson_7_03"] == ["SEVEN"] and test.wavs["jackson_7_03"].name == "7_jackson_3.wav"
+    assert all(int(u[-2:]) < 5 for u in test.utts) and all(int(u[-2:]) >= 5 for u in train.utts)
+    prepare_fsdd_isolated(shared_data / "fsdd", tmp_path / "si", heldout_speaker="lucas")
+    train, test = DataDir.load(tmp_path / "si" / "train"), DataDir.load(tmp_path / "si" / "test")
+    assert (len(train), len(test)) == (2000, 500)
+    assert set(test.spk2utt) == {"lucas"} and "lucas" not in train.spk2utt
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by relative name, with ``directory`` itself blanked out."""
+    return {str(p.relative_to(directory)): p.read_bytes().replace(str(directory).encode(), b"")
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_connected_is_reproducible_and_keeps_splits_apart(shared_data, tmp_path):
+    fsdd = shared_data / "fsdd"
+    for out in ("a", "b"):
+        prepare_fsdd_connected(fsdd, tmp_path / out, num_train=8, num_test=4, seed=3)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    train, test = DataDir.load(tmp_path / "a" / "train"), DataDir.load(tmp_path / "a" / "test")
+    assert (len(train), len(test)) == (8, 4)
+    x, rate = read_wav(test.wavs[test.utts[0]], expected_rate=8000)
+    assert sf.info(test.wavs[test.utts[0]]).subtype == "PCM_16"
+
+    plan = plan_fsdd_connected(fsdd, num_train=200, num_test=50, seed=3)
+    used = {split: {r.path for s in strings for r in s.recordings} for split, strings in plan.items()}
+    assert not used["train"] & used["test"]
+    assert all(r.index < 5 for s in plan["test"] for r in s.recordings)
+    assert all({r.speaker for r in s.recordings} == {s.speaker} for s in plan["train"])
+    assert {len(s.recordings) for s in plan["train"]} == set(range(1, 8))
+    assert plan_fsdd_connected(fsdd, num_train=3, num_test=50, seed=3)["test"] == plan["test"]
+    assert plan_fsdd_connected(fsdd, num_train=3, num_test=50, seed=4)["test"] != plan["test"]
+
+    string = plan["test"][0]
+    samples = render_string(string, {})
+    lengths = sum(sf.info(r.path).frames for r in string.recordings) + sum(string.pauses)
+    assert samples.shape == (lengths,)
+    floor = 10 * np.log10(active_power(samples) / signal_power(samples[: string.pauses[0]]))
+    assert 48 < floor < 62
+
+    heldout = plan_fsdd_connected(fsdd, num_train=100, num_test=20, seed=0, heldout_speaker="theo")
+    assert {s.speaker for s in heldout["test"]} == {"theo"}
+    assert "theo" not in {s.speaker for s in heldout["train"]}
+
+
+def test_prepare_noisy(shared_data, tmp_path):
+    prepare_fsdd_connected(shared_data / "fsdd", tmp_path, num_train=1, num_test=3, seed=1)
+    isolated = prepare_fsdd_isolated(shared_data / "fsdd", tmp_path / "isolated")
+    babble = isolated["train"].subset(u for u in isolated["train"].utts if u.endswith("_05"))
+    sets = prepare_noisy(tmp_path / "test", tmp_path, babble, snrs=(20, 5), seed=0)
+    assert sorted(sets) == sorted(f"test_{k}_snr{s}" for k in ("white", "pink", "babble") for s in (20, 5))
+    clean = DataDir.load(tmp_path / "test")
+    for name in sets:
+        noisy = DataDir.load(tmp_path / name)
+        assert noisy.text == clean.text and noisy.utt2spk == clean.utt2spk
+        assert noisy.wavs[noisy.utts[0]].parent == tmp_path / "wav" / name
+    for utt in clean.utts:
+        speech = read_wav(clean.wavs[utt])[0].astype(np.float64)
+        noise = {}
+        for kind in ("white", "pink", "babble"):
+            for snr in (20, 5):
+                mixed = read_wav(sets[f"test_{kind}_snr{snr}"].wavs[utt])[0]
+                noise[kind, snr] = mixed - speech
+                measured = 10 * np.log10(active_power(speech) / signal_power(noise[kind, snr]))
+                assert abs(measured - snr) < 0.1, (utt, kind, snr, measured)
+            # the same noise at every SNR, only scaled
+            assert np.corrcoef(noise[kind, 20], noise[kind, 5])[0, 1] > 0.999
+    speaker = clean.utt2spk[clean.utts[0]]
+    one = clean.subset(u for u in clean.utts if clean.utt2spk[u] == speaker)
+    own = babble.subset(u for u in babble.utts if babble.utt2spk[u] == speaker)
+    with pytest.raises(DataError, match=f"no recordings of speakers other than '{speaker}'"):
+        prepare_noisy(one, tmp_path / "again", own, kinds=("babble",), snrs=(5,))
