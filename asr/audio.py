@@ -4,8 +4,9 @@ Samples are float32 in [-1, 1], one channel, shape ``(num_samples,)``; the rate 
 beside them as an int in Hz. Every file problem is an :class:`~asr.errors.AudioError` that
 names the file and says what was expected.
 
->>> speech, rate = read_wav("data/fsdd/recordings/7_jackson_32.wav", expected_rate=8000)  # doctest: +SKIP
->>> noisy = mix_at_snr(speech, pink_noise(len(speech), np.random.default_rng(0)), snr_db=10)  # doctest: +SKIP
+>>> speech, rate = read_wav("recordings/7_jackson_32.wav", expected_rate=8000)  # doctest: +SKIP
+>>> noise = pink_noise(len(speech), np.random.default_rng(0))                    # doctest: +SKIP
+>>> noisy = mix_at_snr(speech, noise, snr_db=10)                                 # doctest: +SKIP
 >>> write_wav("noisy.wav", noisy, rate)  # doctest: +SKIP
 
 Signal-to-noise ratio
@@ -89,13 +90,15 @@ def read_wav(path: str | Path, expected_rate: int | None = None) -> tuple[np.nda
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "no such audio file")
-    _check_not_truncated(path)
     try:
+        _check_not_truncated(path)
         with sf.SoundFile(path) as f:
             channels, rate, subtype = f.channels, f.samplerate, f.subtype
             samples = f.read(dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
+    except sf.SoundFileError as exc:
         raise AudioError(path, f"not a readable audio file ({exc})") from None
+    except OSError as exc:
+        raise AudioError(path, f"cannot read: {exc.strerror}") from None
     if channels != 1:
         raise AudioError(path, f"expected mono audio, found {channels} channels")
     if expected_rate is not None and rate != expected_rate:

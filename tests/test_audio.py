@@ -12,7 +12,8 @@ from asr.errors import AudioError
 RATE = 8000
 
 
-def tone(seconds: float = 0.5, hz: float = 440.0, rate: int = RATE, amplitude: float = 0.5) -> np.ndarray:
+def tone(seconds: float = 0.5, hz: float = 440.0, rate: int = RATE,
+         amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
@@ -30,13 +31,16 @@ def test_16_bit_round_trip_is_exact(tmp_path):
     assert rate == RATE and x.dtype == np.float32 and x.shape == (1000,)
     write_wav(tmp_path / "b.wav", x, rate)
     assert np.array_equal(sf.read(tmp_path / "b.wav", dtype="int16")[0], pcm)
-    assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]  # no temporary left
 
 
 def test_write_wav_clips_and_is_16_bit(tmp_path):
     write_wav(tmp_path / "a.wav", np.array([2.0, -2.0, 0.25]), RATE)
     assert sf.info(tmp_path / "a.wav").subtype == "PCM_16"
     assert sf.read(tmp_path / "a.wav", dtype="int16")[0].tolist() == [32767, -32768, 8192]
+    with pytest.raises(AudioError, match="b.wav: cannot write NaN"):
+        write_wav(tmp_path / "b.wav", np.array([0.0, np.nan]), RATE)
+    assert not (tmp_path / "b.wav").exists()
 
 
 @pytest.mark.parametrize("subtype", ["PCM_24", "PCM_32", "FLOAT", "DOUBLE", "PCM_U8"])

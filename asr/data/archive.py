@@ -17,7 +17,8 @@ __all__ = ["extract_tar", "extract_zip", "extract_archive"]
 
 
 def _check_member(archive: Path, name: str, what: str = "member") -> None:
-    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or name.startswith("\\"):
+    if (PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute()
+            or name.startswith("\\")):
         raise DataError(archive, f"{what} '{name}' has an absolute path; expected paths inside "
                                  "the archive's folder")
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:

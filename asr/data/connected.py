@@ -102,7 +102,8 @@ def plan_fsdd_connected(corpus_dir: str | Path, num_train: int = 2000, num_test:
     if not 1 <= min_digits <= max_digits:
         raise ValueError(f"expected 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
     if num_train < 1 or num_test < 1:
-        raise ValueError(f"expected at least one train and one test string, got {num_train}, {num_test}")
+        raise ValueError(f"expected at least one train and one test string, got {num_train}, "
+                         f"{num_test}")
     pools = split_recordings(fsdd_recordings(corpus_dir, speakers), heldout_speaker)
     return {split: _plan_split(pool, split, num, np.random.default_rng([seed, i]),
                                min_digits, max_digits)

@@ -72,7 +72,8 @@ def locate_corpus(name: str, corpus_dir: str | Path | None = None,
         Naming the folder and what is missing from it, or the download that failed.
     """
     if name not in _CHECKS:
-        raise DataError(None, f"unknown corpus '{name}'; expected one of {', '.join(sorted(_CHECKS))}")
+        raise DataError(None, f"unknown corpus '{name}'; expected one of "
+                              f"{', '.join(sorted(_CHECKS))}")
     check = _CHECKS[name]
     if corpus_dir is not None:
         check(Path(corpus_dir))

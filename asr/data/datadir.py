@@ -216,13 +216,18 @@ class DataDir:
     def validate(self) -> None:
         """Check the in-memory contents as :meth:`load` checks files (without line numbers)."""
         for name, table in ((TEXT, self.text), (UTT2SPK, self.utt2spk)):
-            for utt in sorted(set(self.wavs) ^ set(table)):
-                where, other = (name, WAV_SCP) if utt in table else (WAV_SCP, name)
-                raise DataError(self._file(where), f"utterance '{utt}' has no entry in {other}; "
-                                                   "expected the same utterances in every file")
+            extra, missing = sorted(set(table) - set(self.wavs)), sorted(set(self.wavs) - set(table))
+            if extra:
+                raise DataError(self._file(name), f"utterance '{extra[0]}' is not in {WAV_SCP}; "
+                                                  f"expected the same utterances as {WAV_SCP}")
+            if missing:
+                raise DataError(self._file(WAV_SCP), f"utterance '{missing[0]}' has no line "
+                                                     f"in {name}; expected the same utterances "
+                                                     f"as {name}")
         for utt in self.utts:
             words, spk = self.text[utt], self.utt2spk[utt]
-            for token, what in [(utt, "utterance id"), (spk, "speaker id"), *((w, "word") for w in words)]:
+            tokens = [(utt, "utterance id"), (spk, "speaker id"), *((w, "word") for w in words)]
+            for token, what in tokens:
                 if not token or token.split() != [token]:
                     raise DataError(self._file(TEXT), f"{what} {token!r} of utterance '{utt}' is "
                                                       "empty or holds whitespace")
@@ -240,14 +245,14 @@ class DataDir:
         path = Path(path)
         self.validate()
         utts = self.utts
+        tables = {WAV_SCP: [(u, str(self.wavs[u])) for u in utts],
+                  TEXT: [(u, " ".join(self.text[u])) for u in utts],
+                  UTT2SPK: [(u, self.utt2spk[u]) for u in utts],
+                  SPK2UTT: [(s, " ".join(us)) for s, us in self.spk2utt.items()]}
         with atomic_dir(path) as tmp:
-            (tmp / WAV_SCP).write_text("".join(f"{u} {self.wavs[u]}\n" for u in utts), encoding="utf-8")
-            (tmp / TEXT).write_text("".join(f"{u} {' '.join(self.text[u])}\n" for u in utts),
-                                    encoding="utf-8")
-            (tmp / UTT2SPK).write_text("".join(f"{u} {self.utt2spk[u]}\n" for u in utts),
-                                       encoding="utf-8")
-            (tmp / SPK2UTT).write_text("".join(f"{s} {' '.join(us)}\n" for s, us in self.spk2utt.items()),
-                                       encoding="utf-8")
+            for name, rows in tables.items():
+                (tmp / name).write_text("".join(f"{key} {rest}\n" for key, rest in rows),
+                                        encoding="utf-8")
         self.path = path
 
     def subset(self, utts: Iterable[str]) -> "DataDir":
@@ -268,9 +273,11 @@ class DataDir:
             for word in self.text[utt]:
                 if word not in words:
                     known = sorted(words)
-                    shown = ", ".join(known[:12]) + (f", ... ({len(known)} words)" if len(known) > 12 else "")
-                    raise DataError(self._file(TEXT), f"word '{word}' of utterance '{utt}' is not in "
-                                                      f"the vocabulary; expected one of: {shown}", number)
+                    shown = ", ".join(known[:12]) + (f", ... ({len(known)} words)"
+                                                     if len(known) > 12 else "")
+                    raise DataError(self._file(TEXT), f"word '{word}' of utterance '{utt}' is not "
+                                                      f"in the vocabulary; expected one of: {shown}",
+                                    number)
 
 
 def fix_data_dir(path: str | Path) -> int:
@@ -286,7 +293,8 @@ def fix_data_dir(path: str | Path) -> int:
         The number of utterances dropped.
     """
     path = Path(path)
-    rows = {name: _read_rows(path / name, "<utterance-id> ...") for name in (WAV_SCP, TEXT, UTT2SPK)}
+    rows = {name: _read_rows(path / name, "<utterance-id> ...")
+            for name in (WAV_SCP, TEXT, UTT2SPK)}
     for name, table in rows.items():
         _check_unique(path / name, table)
     wavs = {k: _wav_path(path / WAV_SCP, n, rest) for n, k, rest in rows[WAV_SCP]}
@@ -295,6 +303,7 @@ def fix_data_dir(path: str | Path) -> int:
     every = set(wavs) | set(text) | set(utt2spk)
     keep = {u for u in set(wavs) & set(text) & set(utt2spk) if text[u] and wavs[u].is_file()}
     if not keep:
-        raise DataError(path, f"no utterance survives: all {len(every)} lack a file, a transcript or audio")
+        raise DataError(path, f"no utterance survives: all {len(every)} lack a line in some "
+                              "file, a transcript or their audio")
     DataDir(wavs=wavs, text=text, utt2spk=utt2spk, path=path).subset(keep).save(path)
     return len(every) - len(keep)

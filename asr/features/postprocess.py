@@ -7,6 +7,8 @@ the first and last frame.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from asr.errors import DataError
@@ -16,21 +18,31 @@ MIN_VARIANCE = 1e-20
 """Kaldi's floor on a variance before dividing by its square root (``ApplyCmvn``)."""
 
 
-def _padded(feats: np.ndarray, left: int, right: int) -> np.ndarray:
-    """(T + left + right, D): the first row repeated ``left`` times before, the last after."""
-    return np.pad(feats, ((left, right), (0, 0)), mode="edge")
+def _context_index(num_frames: int, left: int, right: int) -> np.ndarray:
+    """(num_frames, left + 1 + right): row t holds frames t-left..t+right, clamped to [0, T-1]."""
+    offsets = np.arange(-left, right + 1)
+    return np.clip(np.arange(num_frames)[:, None] + offsets, 0, num_frames - 1)
 
 
-def _delta_filters(order: int, window: int) -> list[np.ndarray]:
-    """Kaldi's ``DeltaFeatures`` scales: filter ``i`` has ``1 + 2 i window`` taps.
+@functools.lru_cache(maxsize=16)
+def _delta_filters(order: int, window: int) -> np.ndarray:
+    """Kaldi's ``DeltaFeatures`` scales, one row per order, centred on ``order * window``.
 
-    Filter 0 is ``[1]``; filter 1 is ``n / (2 sum_{k=1..N} k^2)`` for ``n = -N..N``; filter
-    ``i`` is filter ``i - 1`` convolved with filter 1 (so ΔΔ is the delta of the delta).
+    Row 0 is ``[1]``; row 1 is ``n / (2 sum_{k=1..N} k^2)`` for ``n = -N..N``; row ``i`` is
+    row ``i - 1`` convolved with row 1 (so ΔΔ is the delta of the delta), ``1 + 2 i N`` taps.
+
+    Returns
+    -------
+    (order + 1, 2 * order * window + 1) float64 array, read-only.
     """
+    reach = order * window
     first = np.arange(-window, window + 1) / (2.0 * sum(n * n for n in range(1, window + 1)))
-    filters = [np.ones(1)]
-    for _ in range(order):
-        filters.append(np.convolve(filters[-1], first))
+    filters = np.zeros((order + 1, 2 * reach + 1))
+    taps = np.ones(1)
+    for i in range(order + 1):
+        filters[i, reach - i * window:reach + i * window + 1] = taps
+        taps = np.convolve(taps, first)
+    filters.flags.writeable = False
     return filters
 
 
@@ -52,19 +64,15 @@ def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray
     (T, D * (order + 1)) float32 array: ``[c, Δc, ΔΔc, ...]``.
     """
     feats = np.asarray(feats, dtype=np.float32)
-    filters = _delta_filters(order, window)
+    num_frames, dim = feats.shape
+    if order == 0:
+        return feats.copy()
+    if num_frames == 0:
+        return np.zeros((0, dim * (order + 1)), dtype=np.float32)
     reach = order * window
-    padded = _padded(feats, reach, reach).astype(np.float64)
-    num_frames = len(feats)
-    blocks = [feats.astype(np.float64)]
-    for taps in filters[1:]:
-        offset = reach - (len(taps) - 1) // 2
-        block = np.zeros(feats.shape)
-        for j, weight in enumerate(taps):
-            if weight != 0.0:
-                block += weight * padded[offset + j:offset + j + num_frames]
-        blocks.append(block)
-    return np.concatenate(blocks, axis=1).astype(np.float32)
+    context = feats[_context_index(num_frames, reach, reach)]        # (T, 2 reach + 1, D)
+    deltas = _delta_filters(order, window) @ context                  # (T, order + 1, D)
+    return deltas.reshape(num_frames, dim * (order + 1)).astype(np.float32)
 
 
 def cmvn_stats(feats: np.ndarray) -> np.ndarray:
@@ -130,13 +138,11 @@ def splice(feats: np.ndarray, left: int, right: int) -> np.ndarray:
     c[t+right]]`` with indices clamped to ``[0, T-1]``.
     """
     feats = np.asarray(feats)
-    if left == 0 and right == 0:
-        return feats.copy()
     num_frames, dim = feats.shape
     context = left + right + 1
-    windows = np.lib.stride_tricks.sliding_window_view(_padded(feats, left, right), context,
-                                                       axis=0)  # (T, D, context)
-    return windows.transpose(0, 2, 1).reshape(num_frames, dim * context)
+    if num_frames == 0:
+        return np.zeros((0, dim * context), dtype=feats.dtype)
+    return feats[_context_index(num_frames, left, right)].reshape(num_frames, dim * context)
 
 
 def apply_pipeline(feats: dict[str, np.ndarray], cfg: FeatureConfig,
@@ -173,7 +179,7 @@ def apply_pipeline(feats: dict[str, np.ndarray], cfg: FeatureConfig,
     out = {}
     for utt, mat in feats.items():
         mat = np.asarray(mat, dtype=np.float32)
-        if stats:
+        if cfg.cmvn != "none":
             mat = apply_cmvn(mat, stats[utt], cfg.cmvn_variance)
         if cfg.deltas:
             mat = add_deltas(mat, cfg.deltas, cfg.delta_window)

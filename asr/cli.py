@@ -1,0 +1,134 @@
+"""The ``asr`` command.
+
+    asr decode --model MODEL_DIR --data DATA_DIR --out OUT_DIR [--grammar G] [--beam B] ...
+    asr score REF_TEXT HYP_TEXT [--name NAME]
+    asr transcribe --model MODEL_DIR FILE.wav [FILE.wav ...]
+    asr info MODEL_DIR
+    asr models
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from asr.errors import AsrError
+
+
+def _decoder_overrides(args, system):
+    changes = {k: getattr(args, k) for k in ("grammar", "beam", "acoustic_scale", "lm_weight",
+                                             "word_penalty") if getattr(args, k) is not None}
+    return dataclasses.replace(system.decoding, **changes)
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grammar", help="'loop', 'single' or an ARPA file (default: the model's)")
+    p.add_argument("--beam", type=float)
+    p.add_argument("--acoustic-scale", dest="acoustic_scale", type=float)
+    p.add_argument("--lm-weight", dest="lm_weight", type=float)
+    p.add_argument("--word-penalty", dest="word_penalty", type=float)
+
+
+def cmd_decode(args) -> int:
+    from asr.data import DataDir
+    from asr.evaluate import decode_features
+    from asr.features import apply_pipeline, compute_archive_in_memory
+    from asr.fileio import write_text
+    from asr.scoring import compute_wer, write_text_file
+    from asr.system import AsrSystem
+
+    system = AsrSystem.load(args.model)
+    data = DataDir.load(args.data)
+    raw = compute_archive_in_memory({u: str(p) for u, p in data.wavs.items()}, system.features,
+                                    progress=not args.no_progress)
+    feats = apply_pipeline(raw, system.features, data.utt2spk)
+    hyps = decode_features(system, feats, _decoder_overrides(args, system),
+                           progress=not args.no_progress)
+    out = Path(args.out)
+    write_text_file(out / "hyp.txt", hyps)
+    if any(data.text.values()):
+        result = compute_wer(data.text, hyps, name=str(out))
+        write_text(out / "wer", result.line() + "\n")
+        print(result.line())
+    return 0
+
+
+def cmd_score(args) -> int:
+    from asr.scoring import score_files
+    print(score_files(args.ref, args.hyp, name=args.name or "").line())
+    return 0
+
+
+def cmd_transcribe(args) -> int:
+    from asr.audio import read_wav
+    from asr.features import apply_pipeline, compute_features
+    from asr.system import AsrSystem
+
+    system = AsrSystem.load(args.model)
+    decoder = system.decoder(_decoder_overrides(args, system))
+    for path in args.files:
+        wav, _ = read_wav(path, expected_rate=system.features.sample_rate)
+        feats = apply_pipeline({"u": compute_features(wav, system.features)}, system.features,
+                               None)["u"]
+        words = decoder.decode(system.model.log_likelihoods(feats)).words
+        print(f"{path} {' '.join(words)}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from asr.system import AsrSystem
+    system = AsrSystem.load(args.model)
+    print(json.dumps({"model_type": system.model.model_type, "num_pdfs": system.model.num_pdfs,
+                      "phones": len(system.lexicon.phones), "words": len(system.lexicon.words),
+                      "features": dataclasses.asdict(system.features),
+                      "decoding": dataclasses.asdict(system.decoding)}, indent=2))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from asr.models import registered_models
+    print("\n".join(registered_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asr", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("decode", help="decode a Kaldi data directory; writes OUT/hyp.txt")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--no-progress", action="store_true")
+    _add_search_options(p)
+    p.set_defaults(func=cmd_decode)
+    p = sub.add_parser("score", help="print the %%WER line of a hypothesis text file")
+    p.add_argument("ref", type=Path)
+    p.add_argument("hyp", type=Path)
+    p.add_argument("--name", default="")
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("transcribe", help="print the words of each WAV file")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("files", nargs="+", type=Path)
+    _add_search_options(p)
+    p.set_defaults(func=cmd_transcribe)
+    p = sub.add_parser("info", help="describe a model directory")
+    p.add_argument("model", type=Path)
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("models", help="list the registered acoustic model types")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AsrError as exc:
+        print(f"asr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
