@@ -70,8 +70,9 @@ def cmd_transcribe(args) -> int:
     decoder = system.decoder(_decoder_overrides(args, system))
     for path in args.files:
         wav, _ = read_wav(path, expected_rate=system.features.sample_rate)
+        # A single file is its own speaker for per-speaker CMVN.
         feats = apply_pipeline({"u": compute_features(wav, system.features)}, system.features,
-                               None)["u"]
+                               {"u": "u"})["u"]
         words = decoder.decode(system.model.log_likelihoods(feats)).words
         print(f"{path} {' '.join(words)}")
     return 0

@@ -1,0 +1,63 @@
+"""End to end: the yesno recipe with a fixed seed recognises its test set perfectly."""
+import json
+
+import pytest
+
+from asr.cli import main as asr_main
+from conftest import load_recipe
+
+
+def _recipe():
+    return load_recipe("yesno")
+
+
+@pytest.fixture(scope="module")
+def yesno_run(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("yesno")
+    args = ["--corpus", str(shared_data / "yesno"), "--exp", str(root / "exp"),
+            "--data", str(root / "data"), "--results", str(root / "results"), "--no-progress"]
+    assert _recipe().main(args) == 0
+    return root, args
+
+
+def test_yesno_recipe_gets_zero_wer(yesno_run):
+    root, _ = yesno_run
+    results = json.loads((root / "results/yesno/results.json").read_text())
+    test = results["mono"]["test"]
+    assert (test["errors"], test["words"]) == (0, 232)
+    assert test["line"].startswith("%WER 0.00 [ 0 / 232, 0 ins, 0 del, 0 sub ]")
+    md = (root / "results/yesno/RESULTS.md").read_text()
+    assert "%WER 0.00 [ 0 / 232" in md
+
+
+def test_rerun_skips_finished_stages(yesno_run, capsys):
+    root, args = yesno_run
+    model = root / "exp/yesno/mono/acoustic/gmm.npz"
+    before = model.stat().st_mtime_ns
+    assert _recipe().main(args) == 0
+    assert model.stat().st_mtime_ns == before
+
+
+def test_cli_decode_score_transcribe(yesno_run, capsys, shared_data):
+    root, _ = yesno_run
+    model, data, out = root / "exp/yesno/mono", root / "data/yesno/test", root / "cli_decode"
+    assert asr_main(["decode", "--model", str(model), "--data", str(data), "--out", str(out),
+                     "--no-progress"]) == 0
+    assert "%WER 0.00 [ 0 / 232" in capsys.readouterr().out
+    assert len((out / "hyp.txt").read_text().splitlines()) == 29
+    assert asr_main(["score", str(data / "text"), str(out / "hyp.txt")]) == 0
+    assert capsys.readouterr().out.startswith("%WER 0.00 [ 0 / 232")
+    wav = shared_data / "yesno/waves_yesno/1_1_0_0_1_0_1_0.wav"
+    assert asr_main(["transcribe", "--model", str(model), str(wav)]) == 0
+    assert capsys.readouterr().out.strip().endswith("YES YES NO NO YES NO YES NO")
+
+
+def test_altered_model_file_is_refused(yesno_run, tmp_path, capsys):
+    import shutil
+    root, _ = yesno_run
+    copy = tmp_path / "mono"
+    shutil.copytree(root / "exp/yesno/mono", copy)
+    (copy / "tree.json").write_text((copy / "tree.json").read_text() + " ")
+    assert asr_main(["info", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "tree.json" in err and "checksum" in err
