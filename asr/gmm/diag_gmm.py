@@ -38,22 +38,27 @@ class DiagGmm:
 
     def _prepare(self) -> None:
         inv = 1.0 / self.variances
-        self._proj = np.hstack([self.means * inv, -0.5 * inv]).astype(np.float32)   # (G, 2D)
+        # (2D, G): contiguous so that scoring is one plain GEMM.
+        self._proj_t = np.ascontiguousarray(np.hstack([self.means * inv, -0.5 * inv]).T,
+                                            dtype=np.float32)
         self._const = (self.log_weights - 0.5 * (self.dim * LOG_2PI + np.log(self.variances).sum(1)
                                                  + (self.means ** 2 * inv).sum(1))).astype(np.float32)
 
-    def gaussian_log_likelihoods(self, feats: np.ndarray, gauss: np.ndarray | None = None
+    def gaussian_log_likelihoods(self, feats: np.ndarray, gauss: slice | None = None
                                  ) -> np.ndarray:
-        """(T, G') log weight + log density of each Gaussian (or of the subset ``gauss``)."""
+        """(T, G') log weight + log density of each Gaussian (or of the range ``gauss``)."""
         x = np.asarray(feats, dtype=np.float32)
         xx = np.hstack([x, x * x])
         if gauss is None:
-            return xx @ self._proj.T + self._const
-        return xx @ self._proj[gauss].T + self._const[gauss]
+            return xx @ self._proj_t + self._const
+        return xx @ self._proj_t[:, gauss] + self._const[gauss]
 
-    def log_likelihoods(self, feats: np.ndarray) -> np.ndarray:
+    def log_likelihoods(self, feats: np.ndarray, chunk: int = 4096) -> np.ndarray:
         """(T, num_pdfs) float32 log-likelihood of each pdf's mixture."""
-        return _logsumexp_blocks(self.gaussian_log_likelihoods(feats), self.offsets)
+        if len(feats) <= chunk:
+            return _logsumexp_blocks(self.gaussian_log_likelihoods(feats), self.offsets)
+        return np.concatenate([self.log_likelihoods(feats[i:i + chunk], chunk)
+                               for i in range(0, len(feats), chunk)])
 
     def with_params(self, means, variances, log_weights, gauss_pdf) -> "DiagGmm":
         return DiagGmm(means, variances, log_weights, gauss_pdf, self.num_pdfs)

@@ -1,4 +1,4 @@
-"""Sufficient statistics of diagonal GMMs: they accumulate per utterance and merge across jobs."""
+"""Sufficient statistics of diagonal GMMs: they accumulate in batches and merge across jobs."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ from asr.gmm.diag_gmm import DiagGmm
 class GmmStats:
     """Zeroth, first and second order statistics of every Gaussian.
 
-    occ : (G,) float64; first, second : (G, D) float64.
+    occ : (G,) float64; first, second : (G, D) float64; log_likelihood: weighted total.
     """
 
     def __init__(self, num_gauss: int, dim: int):
@@ -17,30 +17,36 @@ class GmmStats:
         self.first = np.zeros((num_gauss, dim))
         self.second = np.zeros((num_gauss, dim))
         self.log_likelihood = 0.0
-        self.frames = 0
+        self.frames = 0.0
 
-    def accumulate(self, gmm: DiagGmm, feats: np.ndarray, pdfs: np.ndarray,
-                   weights: np.ndarray) -> None:
-        """Add one utterance.
+    def accumulate(self, gmm: DiagGmm, feats: np.ndarray, frames: np.ndarray,
+                   pdfs: np.ndarray, weights: np.ndarray) -> None:
+        """Add weighted frames, given as (frame, pdf, weight) triples.
 
-        feats : (T, D); pdfs : (K,) distinct pdf ids; weights : (T, K) occupation of each
-        of those pdfs per frame (posteriors, or one-hot from an alignment).
+        feats : (T, D) all frames; frames, pdfs : (K,) int; weights : (K,) occupation of
+        ``pdfs[k]`` at frame ``frames[k]`` (a posterior, or 1 from an alignment).
+        Work is grouped by pdf: one small matrix product per pdf.
         """
-        pdfs = np.asarray(pdfs)
-        sizes = gmm.offsets[pdfs + 1] - gmm.offsets[pdfs]
-        gauss = np.concatenate([np.arange(gmm.offsets[p], gmm.offsets[p + 1]) for p in pdfs])
-        ll = gmm.gaussian_log_likelihoods(feats, gauss).astype(np.float64)     # (T, G')
-        block_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        peak = np.maximum.reduceat(ll, block_start, axis=1)
-        expd = np.exp(ll - np.repeat(peak, sizes, axis=1))
-        norm = np.add.reduceat(expd, block_start, axis=1)
-        post = expd / np.repeat(norm, sizes, axis=1) * np.repeat(weights, sizes, axis=1)
-        x = np.asarray(feats, dtype=np.float64)
-        self.occ[gauss] += post.sum(axis=0)
-        self.first[gauss] += post.T @ x
-        self.second[gauss] += post.T @ (x * x)
-        self.log_likelihood += float((weights * (peak + np.log(norm))).sum())
-        self.frames += len(feats)
+        order = np.argsort(pdfs, kind="stable")
+        frames, pdfs, weights = frames[order], pdfs[order], weights[order]
+        bounds = np.flatnonzero(np.diff(pdfs)) + 1
+        for idx in np.split(np.arange(len(pdfs)), bounds):
+            if len(idx) == 0:
+                continue
+            p = int(pdfs[idx[0]])
+            g = slice(gmm.offsets[p], gmm.offsets[p + 1])
+            x = np.asarray(feats[frames[idx]], dtype=np.float64)
+            w = weights[idx]
+            ll = gmm.gaussian_log_likelihoods(x, g).astype(np.float64)          # (n, M)
+            peak = ll.max(axis=1, keepdims=True)
+            post = np.exp(ll - peak)
+            norm = post.sum(axis=1, keepdims=True)
+            post *= w[:, None] / norm
+            self.occ[g] += post.sum(axis=0)
+            self.first[g] += post.T @ x
+            self.second[g] += post.T @ (x * x)
+            self.log_likelihood += float(w @ (peak[:, 0] + np.log(norm[:, 0])))
+        self.frames += float(weights.sum())
 
     def merge(self, other: "GmmStats") -> "GmmStats":
         self.occ += other.occ

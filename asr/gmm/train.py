@@ -42,6 +42,7 @@ class GmmTrainConfig:
     num_leaves: int = 0                  # triphone tree size; 0 trains a monophone system
     tree_min_count: float = 50.0         # frames each tree leaf must keep
     min_gaussian_occ: float = 3.0
+    min_posterior: float = 1e-5          # Baum-Welch: smaller state posteriors are dropped
     var_floor: float = 0.01              # variance floor, as a fraction of the global variance
     silence_prob: float = 0.5
     align_acoustic_scale: float = 0.1
@@ -73,20 +74,6 @@ class TrainResult:
     history: list[float]                   # average log-likelihood per frame, per iteration
 
 
-def _pdf_weights(graph: Graph, node_post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pdfs, inverse = np.unique(graph.pdf, return_inverse=True)
-    weights = np.zeros((node_post.shape[0], len(pdfs)))
-    np.add.at(weights.T, inverse, node_post.T)
-    return pdfs, weights
-
-
-def _path_weights(graph: Graph, path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pdfs, inverse = np.unique(graph.pdf[path], return_inverse=True)
-    weights = np.zeros((len(path), len(pdfs)))
-    weights[np.arange(len(path)), inverse] = 1.0
-    return pdfs, weights
-
-
 def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.ndarray:
     """Count of each transition id along a node path (the exit after the last frame included)."""
     ts = graph.tstate[path]
@@ -99,9 +86,15 @@ def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.
 def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
                   tm: TransitionModel, gmm: DiagGmm, cfg: GmmTrainConfig,
                   progress: bool = True, desc: str = "train") -> TrainResult:
-    """Re-estimate ``gmm`` and ``tm`` on ``utts`` for ``cfg.num_iters`` iterations."""
-    all_feats = np.concatenate([u.feats for u in utts])
-    var_floor = cfg.var_floor * all_feats.var(axis=0)
+    """Re-estimate ``gmm`` and ``tm`` on ``utts`` for ``cfg.num_iters`` iterations.
+
+    Each iteration scores all frames at once (large matrix products), runs forward-backward
+    or alignment per utterance on slices of that matrix, and accumulates statistics from
+    (frame, pdf, weight) triples grouped by pdf.
+    """
+    feats = np.concatenate([u.feats for u in utts]).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum([len(u.feats) for u in utts])])
+    var_floor = cfg.var_floor * feats.astype(np.float64).var(axis=0)
     graphs = {u.utt: training_graph(u.words, lexicon, tree, tm, cfg.silence_prob) for u in utts}
     num_tids = 2 * tm.num_tstates
     mixup_step = max(0, cfg.max_gaussians - gmm.num_gauss) / max(1, cfg.mixup_iters)
@@ -111,25 +104,28 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
     flat = np.allclose(gmm.means, gmm.means[:1])
     bar = tqdm(range(1, cfg.num_iters + 1), desc=desc, disable=not progress, leave=False)
     for it in bar:
-        stats = GmmStats(gmm.num_gauss, gmm.dim)
         tcounts = np.zeros(num_tids)
         baum_welch = cfg.training == "baum-welch" or (flat and it == 1)
         realign = not baum_welch and (not alignments or it in cfg.realign_iters)
-        total_ll, frames, failed = 0.0, 0, 0
-        for u in utts:
-            graph = graphs[u.utt]
+        loglik = gmm.log_likelihoods(feats) if baum_welch or realign else None
+        frames, pdfs, weights = [], [], []
+        total_ll, failed = 0.0, 0
+        for i, u in enumerate(utts):
+            graph, lo, hi = graphs[u.utt], offsets[i], offsets[i + 1]
             if baum_welch:
-                post = forward_backward(graph, tm, gmm.log_likelihoods(u.feats))
+                post = forward_backward(graph, tm, loglik[lo:hi])
                 if not np.isfinite(post.log_likelihood):
                     failed += 1
                     continue
-                pdfs, weights = _pdf_weights(graph, post.node_posteriors)
+                t, n = np.nonzero(post.node_posteriors > cfg.min_posterior)
+                frames.append(lo + t)
+                pdfs.append(graph.pdf[n])
+                weights.append(post.node_posteriors[t, n])
                 tcounts += post.transition_counts(graph, num_tids)
                 total_ll += post.log_likelihood
-                frames += len(u.feats)
             else:
                 if realign:
-                    path = align(graph, tm, gmm.log_likelihoods(u.feats), cfg.align_acoustic_scale,
+                    path = align(graph, tm, loglik[lo:hi], cfg.align_acoustic_scale,
                                  cfg.align_beam, cfg.align_retry_beam)
                     if path is None:
                         alignments.pop(u.utt, None)
@@ -139,13 +135,17 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
                 path = alignments.get(u.utt)
                 if path is None:
                     continue
-                pdfs, weights = _path_weights(graph, path)
+                frames.append(np.arange(lo, hi))
+                pdfs.append(graph.pdf[path])
+                weights.append(np.ones(hi - lo))
                 tcounts += path_transition_counts(graph, path, num_tids)
-            stats.accumulate(gmm, u.feats, pdfs, weights)
+        stats = GmmStats(gmm.num_gauss, gmm.dim)
+        stats.accumulate(gmm, feats, np.concatenate(frames), np.concatenate(pdfs),
+                         np.concatenate(weights))
         if baum_welch:
-            history.append(total_ll / max(frames, 1))
+            history.append(total_ll / max(stats.frames, 1.0))
         else:
-            history.append(stats.log_likelihood / max(stats.frames, 1))
+            history.append(stats.log_likelihood / max(stats.frames, 1.0))
         if failed:
             log.warning("iteration %d: %d of %d utterances had no path through their graph",
                         it, failed, len(utts))
@@ -159,10 +159,11 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
                  "Baum-Welch" if baum_welch else "Viterbi", history[-1], gmm.num_gauss)
         bar.set_postfix(ll=f"{history[-1]:.3f}", gauss=gmm.num_gauss)
     # Final alignments with the final model: the targets of the next system.
+    loglik = gmm.log_likelihoods(feats)
     final = {}
-    for u in utts:
-        path = align(graphs[u.utt], tm, gmm.log_likelihoods(u.feats), cfg.align_acoustic_scale,
-                     cfg.align_beam, cfg.align_retry_beam)
+    for i, u in enumerate(utts):
+        path = align(graphs[u.utt], tm, loglik[offsets[i]:offsets[i + 1]],
+                     cfg.align_acoustic_scale, cfg.align_beam, cfg.align_retry_beam)
         if path is not None:
             final[u.utt] = path
     return TrainResult(gmm, tm, final, graphs, history)

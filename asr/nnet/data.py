@@ -1,0 +1,142 @@
+"""Frames with context: every frame of a set of utterances in one tensor.
+
+A network classifies one frame at a time from a window of ``left + 1 + right`` frames
+around it. Windows are never stored: each batch gathers them from the frame matrix by index
+arithmetic, replicating an utterance's first and last frame where a window runs past an
+edge (Kaldi's ``splice-feats``), so windows never mix two utterances::
+
+    data = FrameDataset([feats_a, feats_b], [pdfs_a, pdfs_b], left=5, right=5)
+    for index in data.batches(512, generator):      # (B,) frame numbers, shuffled
+        x, y = data.batch(index)                     # (B, 11, D) float32, (B,) int64
+
+Frame numbers count from 0 over the concatenation of the utterances, in the order given.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def window_index(centres: torch.Tensor, first: torch.Tensor, last: torch.Tensor,
+                 left: int, right: int) -> torch.Tensor:
+    """Frame numbers of the windows around ``centres``, clamped to each utterance.
+
+    Parameters
+    ----------
+    centres, first, last : (B,) int64
+        The frames classified and the first and last frame of each one's utterance.
+    left, right : frames of context on each side.
+
+    Returns
+    -------
+    (B, left + 1 + right) int64
+    """
+    offsets = torch.arange(-left, right + 1, device=centres.device)
+    index = centres[:, None] + offsets[None, :]
+    return torch.minimum(torch.maximum(index, first[:, None]), last[:, None])
+
+
+def splice_frames(feats: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """Every window of one utterance: (T, D) -> (T, left + 1 + right, D), edges replicated."""
+    num = feats.shape[0]
+    centres = torch.arange(num, device=feats.device)
+    first = torch.zeros_like(centres)
+    last = torch.full_like(centres, num - 1)
+    return feats[window_index(centres, first, last, left, right)]
+
+
+class FrameDataset:
+    """The frames (and pdf targets) of several utterances, with windows cut per batch.
+
+    Parameters
+    ----------
+    feats : sequence of (T_u, D) arrays, one per utterance.
+    targets : sequence of (T_u,) integer arrays (pdf ids), or None (scoring only).
+    left, right : frames of context on each side of a window's centre.
+    pin_memory : keep the frames in page-locked memory, for non-blocking copies to a GPU.
+
+    Attributes
+    ----------
+    frames : (N, D) float32 tensor, the utterances one after another.
+    targets : (N,) int64 tensor or None.
+    offsets : (U + 1,) int64 tensor; utterance ``u`` holds frames ``offsets[u]:offsets[u+1]``.
+    """
+
+    def __init__(self, feats: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None,
+                 left: int, right: int, pin_memory: bool = False):
+        if len(feats) == 0:
+            raise ValueError("a frame dataset needs at least one utterance")
+        dims = {np.shape(f)[1] if np.ndim(f) == 2 else None for f in feats}
+        if len(dims) != 1 or None in dims:
+            raise ValueError(f"features must be 2-D arrays of one width, got widths {dims}")
+        lengths = [len(f) for f in feats]
+        if min(lengths) == 0:
+            raise ValueError("an utterance has no frames")
+        self.left, self.right = int(left), int(right)
+        self.frames = torch.from_numpy(np.concatenate(feats).astype(np.float32, copy=False))
+        self.offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        self.targets = None
+        if targets is not None:
+            if [len(t) for t in targets] != lengths:
+                raise ValueError("every utterance needs one target per frame")
+            self.targets = torch.from_numpy(np.concatenate(targets).astype(np.int64))
+        if pin_memory:
+            self.frames = self.frames.pin_memory()
+            if self.targets is not None:
+                self.targets = self.targets.pin_memory()
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.frames.shape[1]
+
+    @property
+    def num_utts(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.frames.device
+
+    def to(self, device: torch.device) -> "FrameDataset":
+        """Move frames, targets and offsets to ``device`` (in place); returns self."""
+        self.frames = self.frames.to(device)
+        self.offsets = self.offsets.to(device)
+        if self.targets is not None:
+            self.targets = self.targets.to(device)
+        return self
+
+    def windows(self, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) frame numbers -> (B, left + 1 + right, D) windows (into ``out`` if given)."""
+        index = index.to(self.device)
+        utt = torch.searchsorted(self.offsets, index, right=True) - 1
+        rows = window_index(index, self.offsets[utt], self.offsets[utt + 1] - 1,
+                            self.left, self.right)
+        shape = (*rows.shape, self.dim)
+        if out is None:
+            return self.frames[rows]
+        torch.index_select(self.frames, 0, rows.reshape(-1), out=out.view(-1, self.dim))
+        return out.view(shape)
+
+    def batch(self, index: torch.Tensor, out: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Windows (B, C, D) and targets (B,) (None without targets) of frames ``index``."""
+        index = index.to(self.device)
+        y = None if self.targets is None else self.targets[index]
+        return self.windows(index, out), y
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None
+                ) -> Iterator[torch.Tensor]:
+        """(B,) int64 CPU tensors of frame numbers covering every frame once.
+
+        Shuffled with ``generator`` when one is given, in order otherwise; the last batch
+        may be shorter.
+        """
+        n = len(self)
+        order = (torch.randperm(n, generator=generator) if generator is not None
+                 else torch.arange(n))
+        yield from torch.split(order, batch_size)

@@ -1,0 +1,131 @@
+"""The hybrid acoustic model: a network's pdf posteriors turned into scaled likelihoods.
+
+    log p(x | pdf) + const = log P(pdf | x) - log P(pdf)
+
+The priors ``P(pdf)`` are the pdfs' relative frequencies in the training targets, floored
+so that a pdf never seen keeps a finite score. Files written by ``save``::
+
+    model.json     type, network spec (architecture, input dim, num_pdfs), priors
+    weights.npz    the network's state dict as arrays (no pickle)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from asr.errors import ModelError
+from asr.fileio import write_json
+from asr.models import load_arrays, read_json, register, save_arrays
+from asr.nnet.data import FrameDataset
+from asr.nnet.models import build_net
+
+WEIGHTS_NAME = "weights.npz"
+META_NAME = "model.json"
+
+
+def estimate_priors(targets: Iterable[np.ndarray], num_pdfs: int,
+                    floor: float = 1e-8) -> np.ndarray:
+    """Relative frequency of each pdf over all target frames, floored and renormalised.
+
+    Parameters
+    ----------
+    targets : (T_u,) integer arrays of pdf ids (a dict's values, a list, ...).
+    num_pdfs : length of the result.
+    floor : smallest prior any pdf gets (before renormalising).
+
+    Returns
+    -------
+    (num_pdfs,) float64, positive, summing to 1.
+    """
+    if isinstance(targets, dict):
+        targets = targets.values()
+    counts = np.zeros(num_pdfs, dtype=np.float64)
+    for t in targets:
+        t = np.asarray(t, dtype=np.int64)
+        if len(t) and (t.min() < 0 or t.max() >= num_pdfs):
+            raise ValueError(f"pdf ids must lie in [0, {num_pdfs}), got {t.min()}..{t.max()}")
+        counts += np.bincount(t, minlength=num_pdfs)
+    total = counts.sum()
+    priors = counts / total if total > 0 else np.full(num_pdfs, 1.0 / num_pdfs)
+    priors = np.maximum(priors, floor)
+    return priors / priors.sum()
+
+
+@register("dnn")
+class HybridAcousticModel:
+    """A network (``asr.nnet.models``) and pdf priors behind the ``AcousticModel`` interface.
+
+    Parameters
+    ----------
+    net : maps windows (B, context, D) to logits (B, num_pdfs); built from ``spec``.
+    spec : the network's ``net_spec`` dict (saved so that ``load`` can rebuild it).
+    priors : (num_pdfs,) pdf priors (see ``estimate_priors``).
+
+    Attributes
+    ----------
+    device : where ``log_likelihoods`` runs (default the CPU; set e.g. ``"cuda"``).
+    batch_frames : frames scored per forward pass.
+    """
+
+    def __init__(self, net: nn.Module, spec: dict, priors: np.ndarray):
+        priors = np.asarray(priors, dtype=np.float64)
+        if priors.shape != (spec["num_pdfs"],) or not np.all(priors > 0):
+            raise ValueError(f"priors must be {spec['num_pdfs']} positive numbers, got shape "
+                             f"{priors.shape}")
+        self.net = net.eval()
+        self.spec = dict(spec)
+        self.priors = priors
+        self.num_pdfs = int(spec["num_pdfs"])
+        self.device = "cpu"
+        self.batch_frames = 4096
+        self._log_priors = torch.from_numpy(np.log(priors).astype(np.float32))
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.spec["input_dim"])
+
+    def log_posteriors(self, feats: np.ndarray) -> np.ndarray:
+        """(T, num_pdfs) float32 log P(pdf | frame) of features (T, input_dim)."""
+        feats = np.asarray(feats, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != self.input_dim:
+            raise ValueError(f"features must have shape (T, {self.input_dim}), got "
+                             f"{feats.shape}; is the model's feature config applied?")
+        if len(feats) == 0:
+            return np.zeros((0, self.num_pdfs), dtype=np.float32)
+        device = torch.device(self.device)
+        net = self.net.to(device).eval()
+        data = FrameDataset([feats], None, self.spec["context_left"],
+                            self.spec["context_right"]).to(device)
+        out = []
+        with torch.inference_mode():
+            for index in data.batches(self.batch_frames):
+                out.append(torch.log_softmax(net(data.windows(index)).float(), dim=1).cpu())
+        return torch.cat(out).numpy()
+
+    def log_likelihoods(self, feats: np.ndarray) -> np.ndarray:
+        """(T, num_pdfs) float32 scaled log-likelihoods: log posterior - log prior."""
+        return self.log_posteriors(feats) - self._log_priors.numpy()[None, :]
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        state = {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        save_arrays(directory / WEIGHTS_NAME, state)
+        write_json(directory / META_NAME, {"type": "dnn", "num_pdfs": self.num_pdfs,
+                                           "spec": self.spec, "priors": self.priors.tolist()})
+
+    @classmethod
+    def load(cls, directory: Path) -> "HybridAcousticModel":
+        directory = Path(directory)
+        meta = read_json(directory / META_NAME)
+        arrays = load_arrays(directory / WEIGHTS_NAME)
+        try:
+            spec = meta["spec"]
+            net = build_net(spec)
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+            return cls(net, spec, np.asarray(meta["priors"], dtype=np.float64))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelError(directory, f"inconsistent network files: {exc}") from None

@@ -1,0 +1,119 @@
+"""The networks: frame windows (B, context, D) in, pdf logits (B, num_pdfs) out.
+
+``MLP`` flattens the window (Kaldi nnet1's spliced-input DNN); ``TDNN`` slides dilated 1-D
+convolutions along time (Kaldi nnet3's TDNN) whose receptive field is exactly the window.
+Each hidden layer is ``affine -> ReLU -> norm -> dropout``. Both are built from a plain
+``spec`` dict (``net_spec``), which the acoustic model saves beside the weights.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from asr.nnet.config import ARCHITECTURE_FIELDS, NnetConfig
+
+
+def net_spec(cfg: NnetConfig, input_dim: int, num_pdfs: int) -> dict:
+    """Everything ``build_net`` needs, as plain data."""
+    return {**cfg.architecture(), "input_dim": int(input_dim), "num_pdfs": int(num_pdfs)}
+
+
+def build_net(spec: dict) -> nn.Module:
+    """A fresh network from a ``net_spec`` dict (weights from torch's current RNG)."""
+    missing = [k for k in (*ARCHITECTURE_FIELDS, "input_dim", "num_pdfs") if k not in spec]
+    if missing:
+        raise ValueError(f"network spec lacks {missing}")
+    kwargs = {k: spec[k] for k in spec if k != "model"}
+    if spec["model"] == "mlp":
+        return MLP(**kwargs)
+    if spec["model"] == "tdnn":
+        return TDNN(**kwargs)
+    raise ValueError(f"unknown network {spec['model']!r}; expected 'mlp' or 'tdnn'")
+
+
+class _ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of (B, channels, time)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _norm(kind: str, dim: int, sequence: bool) -> nn.Module:
+    if kind == "layer":
+        return _ChannelLayerNorm(dim) if sequence else nn.LayerNorm(dim)
+    if kind == "batch":
+        return nn.BatchNorm1d(dim)
+    return nn.Identity()
+
+
+class MLP(nn.Module):
+    """Spliced frames -> ``num_layers`` dense hidden layers -> pdf logits.
+
+    forward: (B, left + 1 + right, input_dim) -> (B, num_pdfs)
+    """
+
+    def __init__(self, input_dim: int, num_pdfs: int, context_left: int = 5,
+                 context_right: int = 5, hidden_dim: int = 512, num_layers: int = 4,
+                 dropout: float = 0.1, norm: str = "layer"):
+        super().__init__()
+        self.context_left, self.context_right = context_left, context_right
+        layers: list[nn.Module] = []
+        width = input_dim * (context_left + 1 + context_right)
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, hidden_dim), nn.ReLU(), _norm(norm, hidden_dim, False),
+                       nn.Dropout(dropout)]
+            width = hidden_dim
+        self.hidden = nn.Sequential(*layers)
+        self.output = nn.Linear(width, num_pdfs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.hidden(x.flatten(1)))
+
+
+def tdnn_layout(span: int, num_layers: int) -> list[tuple[int, int]]:
+    """(kernel, dilation) of each convolution so that together they see ``span + 1`` frames.
+
+    Dilations grow 1, 2, 3, ... while the span allows (Kaldi's TDNN splicing pattern); the
+    last layer takes whatever remains, and layers beyond the span are 1x1 (per frame).
+    For span 10 and 4 layers: (3, 1), (3, 2), (3, 2), (1, 1).
+    """
+    layout, remaining, next_dilation = [], span, 1
+    for i in range(num_layers):
+        if remaining == 0:
+            layout.append((1, 1))
+        elif i == num_layers - 1 or remaining == 1:
+            layout.append((remaining + 1, 1))
+            remaining = 0
+        else:
+            dilation = min(next_dilation, remaining // 2)
+            layout.append((3, dilation))
+            remaining -= 2 * dilation
+            next_dilation = dilation + 1
+    return layout
+
+
+class TDNN(nn.Module):
+    """Dilated 1-D convolutions over the window, then a pdf layer.
+
+    forward: (B, left + 1 + right, input_dim) -> (B, num_pdfs). Each convolution is "valid",
+    so the window shrinks to the one centre frame after the last (see ``tdnn_layout``).
+    """
+
+    def __init__(self, input_dim: int, num_pdfs: int, context_left: int = 5,
+                 context_right: int = 5, hidden_dim: int = 512, num_layers: int = 4,
+                 dropout: float = 0.1, norm: str = "layer"):
+        super().__init__()
+        self.context_left, self.context_right = context_left, context_right
+        self.layout = tdnn_layout(context_left + context_right, num_layers)
+        layers: list[nn.Module] = []
+        width = input_dim
+        for kernel, dilation in self.layout:
+            layers += [nn.Conv1d(width, hidden_dim, kernel, dilation=dilation), nn.ReLU(),
+                       _norm(norm, hidden_dim, True), nn.Dropout(dropout)]
+            width = hidden_dim
+        self.hidden = nn.Sequential(*layers)
+        self.output = nn.Linear(width, num_pdfs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(x.transpose(1, 2))          # (B, hidden, 1)
+        return self.output(h.squeeze(2))

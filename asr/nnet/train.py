@@ -1,0 +1,314 @@
+"""Training a frame classifier on pdf targets: cross-entropy, AdamW, early stopping, resume.
+
+>>> net, history = train_nnet(feats, targets, tree.num_pdfs, NnetConfig(), "exp/dnn_train")  # doctest: +SKIP
+
+Files written into ``out_dir``::
+
+    settings.json    the resolved NnetConfig of the run
+    checkpoint.pt    after every epoch, atomically: weights, optimizer, schedule, the best
+                     weights so far, history and every RNG state (tensors and plain data
+                     only, so it loads with ``torch.load(..., weights_only=True)``)
+    history.json     per epoch: losses, frame accuracies, learning rate, seconds, frames/s
+
+A run that is killed resumes from ``checkpoint.pt`` when called again with the same
+settings and reaches the same weights as a run that was never interrupted (on the CPU with
+a fixed seed, where torch's deterministic algorithms are switched on for the run).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from asr.errors import ModelError
+from asr.fileio import atomic_file, write_json
+from asr.nnet.config import NnetConfig
+from asr.nnet.data import FrameDataset
+from asr.nnet.models import build_net, net_spec
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+#: Settings that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "num_threads")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError('device = "cuda" but torch sees no CUDA device')
+    return torch.device(name)
+
+
+def split_utterances(utts: list[str], valid_fraction: float, seed: int
+                     ) -> tuple[list[str], list[str]]:
+    """Seeded split of sorted utterance ids into (train, valid); valid may be empty."""
+    utts = sorted(utts)
+    num_valid = int(round(valid_fraction * len(utts)))
+    if valid_fraction > 0 and len(utts) > 1:
+        num_valid = min(max(num_valid, 1), len(utts) - 1)
+    else:
+        num_valid = 0
+    order = np.random.default_rng(seed).permutation(len(utts))
+    valid = sorted(utts[i] for i in order[:num_valid])
+    chosen = set(valid)
+    return [u for u in utts if u not in chosen], valid
+
+
+@contextlib.contextmanager
+def _torch_settings(cfg: NnetConfig, device: torch.device) -> Iterator[None]:
+    """Threads and deterministic algorithms for one run; the previous values come back after."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(cfg.num_threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: NnetConfig):
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=0)
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+              num_pdfs: int, cfg: NnetConfig, device: torch.device
+              ) -> tuple[FrameDataset, FrameDataset | None]:
+    utts = sorted(u for u in train_feats if u in targets)
+    if not utts:
+        raise ValueError("no utterance has both features and targets")
+    if len(utts) < len(train_feats):
+        log.warning("%d of %d utterances have no targets and are left out",
+                    len(train_feats) - len(utts), len(train_feats))
+    for u in utts:
+        t = np.asarray(targets[u])
+        if t.shape != (len(train_feats[u]),):
+            raise ValueError(f"utterance {u!r}: {len(train_feats[u])} frames of features but "
+                             f"targets of shape {t.shape}")
+        if len(t) and (t.min() < 0 or t.max() >= num_pdfs):
+            raise ValueError(f"utterance {u!r}: pdf ids must lie in [0, {num_pdfs}), got "
+                             f"{t.min()}..{t.max()}")
+    train_utts, valid_utts = split_utterances(utts, cfg.valid_fraction, cfg.seed)
+    pin = device.type == "cuda"
+
+    def make(names):
+        return FrameDataset([train_feats[u] for u in names], [targets[u] for u in names],
+                            cfg.context_left, cfg.context_right, pin_memory=pin)
+
+    train_set = make(train_utts)
+    valid_set = make(valid_utts) if valid_utts else None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        size = sum(d.frames.numel() * 4 + d.targets.numel() * 8
+                   for d in (train_set, valid_set) if d is not None)
+        if size < free // 4:         # frames on the GPU: windows are gathered there
+            for d in (train_set, valid_set):
+                if d is not None:
+                    d.to(device)
+    log.info("training on %d utterances (%d frames), validating on %d (%d frames), %s",
+             len(train_utts), len(train_set), len(valid_utts),
+             0 if valid_set is None else len(valid_set), device)
+    return train_set, valid_set
+
+
+def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torch.device,
+               opt: torch.optim.Optimizer | None, generator: torch.Generator | None,
+               desc: str, progress: bool) -> tuple[float, float, int]:
+    """One pass: training when ``opt`` is given, else evaluation. (mean loss, accuracy, frames)."""
+    training = opt is not None
+    net.train(training)
+    use_amp = cfg.amp and device.type == "cuda"
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    frames = 0
+    batches = list(data.batches(cfg.batch_size, generator))
+    bar = tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch")
+    with torch.set_grad_enabled(training):
+        for step, index in enumerate(bar):
+            if training and len(index) < 2:
+                continue                          # BatchNorm cannot train on one frame
+            if data.device != device:             # pinned host memory -> GPU, asynchronously
+                buf = torch.empty((len(index), cfg.context, data.dim), pin_memory=True)
+                x, y = data.batch(index, buf)
+                x = x.to(device, non_blocking=True)
+                y = y.pin_memory().to(device, non_blocking=True)
+            else:
+                x, y = data.batch(index)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
+            if training:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            loss_sum += loss.detach().double() * len(index)
+            correct += (logits.detach().argmax(1) == y).sum()
+            frames += len(index)
+            if progress and step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    if frames == 0:
+        return math.nan, math.nan, 0
+    return float(loss_sum) / frames, int(correct) / frames, frames
+
+
+def _state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, then rename)."""
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by ``train_nnet`` (never unpickles arbitrary objects)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(path, "missing checkpoint") from None
+    except Exception as exc:   # torch raises several types for damaged or foreign files
+        raise ModelError(path, f"unreadable checkpoint: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(path, f"not a checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def _check_resumable(path: Path, state: dict, cfg: NnetConfig, spec: dict) -> None:
+    old = state["config"]
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
+               if k not in RESUMABLE_CHANGES and old.get(k) != v]
+    if state["spec"] != spec:
+        changed.append(f"network {state['spec']} -> {spec}")
+    if changed:
+        raise ModelError(path, "checkpoint was written with other settings ("
+                         + "; ".join(changed) + "); restore them or delete the checkpoint")
+
+
+def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+               num_pdfs: int, cfg: NnetConfig, out_dir: str | Path, progress: bool = True
+               ) -> tuple[nn.Module, list[dict]]:
+    """Train a frame classifier, resuming from ``out_dir/checkpoint.pt`` if there is one.
+
+    Parameters
+    ----------
+    train_feats : utterance id -> (T, D) features.
+    targets : utterance id -> (T,) pdf ids in ``[0, num_pdfs)`` (e.g. from GMM alignments);
+        utterances without targets are left out.
+    num_pdfs : outputs of the network (the tree's pdfs).
+    cfg : settings; ``valid_fraction`` of the utterances is held out (seeded).
+    out_dir : folder for settings, checkpoint and history (created).
+
+    Returns
+    -------
+    net : the network with the weights of its best epoch (lowest validation loss, or
+        training loss without a validation set), on the CPU, in eval mode.
+    history : one dict per epoch run: ``epoch, train_loss, train_acc, valid_loss,
+        valid_acc, lr, seconds, frames_per_second, max_memory_mb`` (NaN where not measured).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    write_json(out_dir / "settings.json", dataclasses.asdict(cfg))
+    with _torch_settings(cfg, device):
+        train_set, valid_set = _datasets(train_feats, targets, num_pdfs, cfg, device)
+        spec = net_spec(cfg, train_set.dim, num_pdfs)
+        torch.manual_seed(cfg.seed)
+        net = build_net(spec).to(device)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = _scheduler(opt, cfg)
+        shuffle = torch.Generator().manual_seed(cfg.seed)
+        state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0,
+                 "best_model": _state(net), "bad_epochs": 0, "stopped": False}
+        path = out_dir / CHECKPOINT_NAME
+        if path.exists():
+            state = load_checkpoint(path)
+            _check_resumable(path, state, cfg, spec)
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng_cpu"])
+            shuffle.set_state(state["rng_shuffle"])
+            if device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"], device)
+            log.info("resuming from %s after epoch %d", path, state["epoch"])
+        history = state["history"]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            if state["stopped"]:
+                break
+            start = time.perf_counter()
+            train_loss, train_acc, frames = _run_epoch(
+                net, train_set, cfg, device, opt, shuffle, f"epoch {epoch}/{cfg.epochs}",
+                progress)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_seconds = time.perf_counter() - start
+            valid_loss, valid_acc = math.nan, math.nan
+            if valid_set is not None:
+                valid_loss, valid_acc, _ = _run_epoch(net, valid_set, cfg, device, None, None,
+                                                      "valid", progress)
+            lr = opt.param_groups[0]["lr"]
+            watched = valid_loss if valid_set is not None else train_loss
+            if cfg.lr_schedule == "plateau":
+                sched.step(watched)
+            else:
+                sched.step()
+            memory = (torch.cuda.max_memory_allocated(device) / 2 ** 20
+                      if device.type == "cuda" else math.nan)
+            history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                            "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": lr,
+                            "seconds": time.perf_counter() - start,
+                            "frames_per_second": frames / max(train_seconds, 1e-9),
+                            "max_memory_mb": memory})
+            if watched < state["best_loss"]:
+                state.update(best_loss=watched, best_epoch=epoch, best_model=_state(net),
+                             bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            state["stopped"] = state["bad_epochs"] >= cfg.patience
+            log.info("epoch %d/%d: train loss %.4f acc %.3f | valid loss %.4f acc %.3f | "
+                     "lr %.2e | %.0f frames/s | %.1f s%s", epoch, cfg.epochs, train_loss,
+                     train_acc, valid_loss, valid_acc, lr, history[-1]["frames_per_second"],
+                     history[-1]["seconds"],
+                     " | early stop" if state["stopped"] else "")
+            state.update(
+                format=CHECKPOINT_FORMAT, epoch=epoch, config=dataclasses.asdict(cfg),
+                spec=spec, model=_state(net), optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(), history=history,
+                rng_cpu=torch.get_rng_state(), rng_shuffle=shuffle.get_state(),
+                rng_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+            _save_checkpoint(path, state)
+        net.load_state_dict(state["best_model"])
+        log.info("kept the weights of epoch %d (loss %.4f)", state["best_epoch"],
+                 state["best_loss"])
+    write_json(out_dir / "history.json", _json_safe(history))
+    return net.cpu().eval(), copy.deepcopy(history)
+
+
+def _json_safe(history: list[dict]) -> list[dict]:
+    """NaN -> None, so history.json is standard JSON."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in h.items()}
+            for h in history]
