@@ -21,9 +21,10 @@ Training, per word
    cut into ``num_states`` equal segments; state ``s`` pools the frames of segment ``s``;
    k-means on those frames (scipy's ``kmeans2``, k-means++, seeded) gives its ``num_mix``
    means, their pooled covariance every component's covariance, and the weights start
-   uniform. (hmmlearn's own initialisation,
-   ``init_params="mcw"``, clusters all frames of a word without regard to time, so a state
-   of a left-to-right model may be left without frames; on FSDD that made a model NaN.)
+   uniform. (hmmlearn's own initialisation, ``init_params="mcw"``, clusters all frames of
+   a word without regard to time, which suits an ergodic model but not a left-to-right
+   one: on the FSDD conventional split one word's model became NaN, a Gaussian having lost
+   all its frames.)
 3. ``n_iter`` Baum-Welch iterations of hmmlearn, updating everything
    (``params="stmcw"``, ``init_params=""``; ``"st"`` when ergodic, whose start and
    transition probabilities hmmlearn draws from ``seed``).
@@ -59,6 +60,9 @@ __all__ = ["HmmlearnBaselineConfig", "WordHmmClassifier", "feats_by_word", "run_
 MODEL_TYPE = "hmmlearn-gmmhmm"
 _ARRAYS = ("startprob_", "transmat_", "means_", "covars_", "weights_")
 COVARIANCE_TYPES = ("diag", "spherical", "full", "tied")
+# Covariance prior of every Gaussian, as a fraction of the variance of the word's frames
+# (HTK's and Kaldi's variance floor is also 0.01 of the global variance).
+VAR_FLOOR = 0.01
 
 
 @dataclass
@@ -107,14 +111,36 @@ class _PresetGMMHMM(GMMHMM):
 
 @contextlib.contextmanager
 def _quiet_hmmlearn() -> Iterator[None]:
-    """Hide hmmlearn's "Model is not converging" warnings (rounding-level dips) for a while."""
+    """Hide what is expected of hmmlearn here: ``log(0)`` of a Gaussian whose weight fell to
+    zero (its log-weight is rightly -inf) and "Model is not converging" for rounding-level
+    dips of the log-likelihood."""
     log = logging.getLogger("hmmlearn")
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        yield
+        with np.errstate(divide="ignore"):
+            yield
     finally:
         log.setLevel(level)
+
+
+def _covariance_prior(cfg: HmmlearnBaselineConfig, floor: np.ndarray) -> dict:
+    """hmmlearn's covariance prior worth one frame of variance ``floor`` (D,), per type.
+
+    Each Gaussian's update becomes ``(sum of squares + floor) / (occupancy + 1)``: the
+    maximum-likelihood estimate when the Gaussian has many frames, ``floor`` when it has
+    none (where plain EM would divide 0 by 0). In hmmlearn's parametrisation the shape
+    parameter cancels the rest of the denominator and the scale carries the floor.
+    """
+    dim = len(floor)
+    if cfg.covariance_type == "diag":          # inverse gamma: alpha, beta per dimension
+        return {"covars_prior": -1.0, "covars_weight": floor / 2}
+    if cfg.covariance_type == "spherical":
+        return {"covars_prior": -1.0, "covars_weight": dim * floor.mean() / 2}
+    if cfg.covariance_type == "full":          # inverse Wishart: psi, nu
+        return {"covars_prior": np.diag(floor), "covars_weight": -(dim + 1.0)}
+    # tied: one covariance per state, its occupancy summed over the state's Gaussians
+    return {"covars_prior": np.diag(floor), "covars_weight": -(cfg.num_mix + dim + 0.0)}
 
 
 def _left_to_right(num_states: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,12 +170,14 @@ class WordHmmClassifier:
     def __init__(self, config: HmmlearnBaselineConfig | None = None):
         self.config = config if config is not None else HmmlearnBaselineConfig()
 
-    def _new_model(self) -> _PresetGMMHMM:
+    def _new_model(self, floor: np.ndarray | None = None) -> _PresetGMMHMM:
+        """An untrained model; ``floor`` (D,) sets the covariance prior (see ``_covariance_prior``)."""
         cfg = self.config
+        prior = {} if floor is None else _covariance_prior(cfg, floor)
         return _PresetGMMHMM(n_components=cfg.num_states, n_mix=cfg.num_mix,
                              covariance_type=cfg.covariance_type, n_iter=cfg.n_iter,
                              random_state=cfg.seed, params="stmcw",
-                             init_params="" if cfg.left_to_right else "st")
+                             init_params="" if cfg.left_to_right else "st", **prior)
 
     def _flat_start(self, model: GMMHMM, word: str, seqs: Sequence[np.ndarray]) -> None:
         """Set ``means_``, ``covars_``, ``weights_`` from equal segments of each utterance."""
@@ -216,7 +244,7 @@ class WordHmmClassifier:
             seqs = [np.asarray(x, dtype=np.float64) for x in feats_by_word[word]]
             if not seqs:
                 raise ValueError(f"word {word!r} has no training utterance")
-            model = self._new_model()
+            model = self._new_model(VAR_FLOOR * np.concatenate(seqs).var(axis=0))
             if cfg.left_to_right:
                 model.startprob_, model.transmat_ = _left_to_right(cfg.num_states)
             self._flat_start(model, word, seqs)
@@ -225,8 +253,8 @@ class WordHmmClassifier:
             bad = [name for name in _ARRAYS if not np.all(np.isfinite(getattr(model, name)))]
             if bad:
                 raise ValueError(f"word {word!r}: training gave non-finite {', '.join(bad)} "
-                                 f"(a Gaussian lost all its frames); lower num_mix or "
-                                 f"num_states, or add training utterances")
+                                 f"(a state lost all its frames); lower num_states or "
+                                 f"num_mix, or add training utterances")
             self.models_[word] = model
         return self
 
@@ -239,7 +267,8 @@ class WordHmmClassifier:
         if x.ndim != 2 or x.shape[1] != self.n_features_ or len(x) == 0:
             raise ValueError(f"expected features of shape (T >= 1, {self.n_features_}), got "
                              f"{x.shape}")
-        return np.array([self.models_[w].score(x) for w in self.words_])
+        with _quiet_hmmlearn():
+            return np.array([self.models_[w].score(x) for w in self.words_])
 
     def predict(self, feats: np.ndarray) -> str:
         """The word whose model scores (T, D) ``feats`` highest (ties: the first in ``words_``)."""

@@ -12,6 +12,7 @@ shared so that no recipe copies another. Paths follow Kaldi's layout::
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Experiment:
     results_root: Path
     features: FeatureConfig
     progress: bool = True
+    feats_name: str = "feats"     # a second front end (e.g. the network's) uses another name
 
     @property
     def data(self) -> Path:
@@ -56,7 +58,7 @@ class Experiment:
         return DataDir.load(self.data / name)
 
     def feat_dir(self, name: str) -> Path:
-        return self.exp / "feats" / name
+        return self.exp / self.feats_name / name
 
     def make_features(self, name: str) -> None:
         """Compute the base features (MFCC or fbank) of one data set into an archive."""
@@ -88,15 +90,25 @@ class Experiment:
         return AsrSystem.load(self.system_dir(system))
 
     def decode(self, system: str, test_set: str, cfg: DecoderConfig | None = None,
-               model: AsrSystem | None = None) -> None:
-        """Decode one test set with one system and record its ``%WER`` in results.json."""
-        model = model or self.load_system(system)
+               row: str | None = None, column: str | None = None,
+               features: "Experiment | None" = None) -> float:
+        """Decode one test set with one system and record its ``%WER`` in results.json.
+
+        ``row``/``column`` name the result (default: system and test set); ``features``
+        is the experiment whose feature archives the system reads (default: this one).
+        Returns the decoding time in seconds.
+        """
+        model = self.load_system(system)
         data = self.data_dir(test_set)
-        feats = self.load_features(test_set, model.features)
-        out = self.system_dir(system) / f"decode_{test_set}"
-        name = f"exp/{self.corpus}/{system}/decode_{test_set}"
+        feats = (features or self).load_features(test_set, model.features)
+        column = column or test_set
+        out = self.system_dir(system) / f"decode_{column}"
+        name = f"exp/{self.corpus}/{system}/decode_{column}"
+        start = time.perf_counter()
         result = decode_and_score(model, feats, data.text, out, name, cfg, self.progress)
-        update_results(self.results / "results.json", system, test_set, result)
+        seconds = time.perf_counter() - start
+        update_results(self.results / "results.json", row or system, column, result)
+        return seconds
 
     def record(self, name: str, values: dict) -> None:
         """Write ``exp/<corpus>/<name>.json`` (timings and other measurements of a run)."""

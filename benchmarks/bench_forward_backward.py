@@ -222,7 +222,7 @@ def run(rounds: int, threads: int = 1) -> dict:
 
 
 def main() -> None:
-    args = h.cli(__doc__.splitlines()[0], default_rounds=5)
+    args = h.cli(__doc__.splitlines()[0], default_rounds=3)
     info = h.machine()
     h.emit(args, run(args.rounds, args.threads), info)
 

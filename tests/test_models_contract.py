@@ -42,7 +42,7 @@ def _dnn(num_pdfs, dim, rng):
             if isinstance(module, torch.nn.BatchNorm1d):
                 module.running_mean.normal_()
                 module.running_var.uniform_(0.5, 2.0)
-    return HybridAcousticModel(net, spec, rng.dirichlet(np.ones(num_pdfs)))
+    return HybridAcousticModel(net, rng.dirichlet(np.ones(num_pdfs)))
 
 
 FACTORIES = {"gmm": _gmm, "dnn": _dnn}

@@ -255,6 +255,20 @@ class DataDir:
                                         encoding="utf-8")
         self.path = path
 
+    @classmethod
+    def combine(cls, parts: Iterable["DataDir"]) -> "DataDir":
+        """One data directory holding the utterances of all ``parts`` (ids must not clash)."""
+        wavs, text, utt2spk = {}, {}, {}
+        for part in parts:
+            clash = set(part.wavs) & set(wavs)
+            if clash:
+                raise DataError(part.path, f"utterance '{min(clash)}' is in two data "
+                                "directories being combined")
+            wavs.update(part.wavs)
+            text.update(part.text)
+            utt2spk.update(part.utt2spk)
+        return cls(wavs=wavs, text=text, utt2spk=utt2spk)
+
     def subset(self, utts: Iterable[str]) -> "DataDir":
         """A new, unsaved data directory holding only ``utts``."""
         utts = sorted(set(utts))

@@ -83,9 +83,7 @@ class FrameDataset:
                 raise ValueError("every utterance needs one target per frame")
             self.targets = torch.from_numpy(np.concatenate(targets).astype(np.int64))
         if pin_memory:
-            self.frames = self.frames.pin_memory()
-            if self.targets is not None:
-                self.targets = self.targets.pin_memory()
+            self.pin_memory()
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -101,6 +99,13 @@ class FrameDataset:
     @property
     def device(self) -> torch.device:
         return self.frames.device
+
+    def pin_memory(self) -> "FrameDataset":
+        """Move frames and targets to page-locked host memory (in place); returns self."""
+        self.frames = self.frames.pin_memory()
+        if self.targets is not None:
+            self.targets = self.targets.pin_memory()
+        return self
 
     def to(self, device: torch.device) -> "FrameDataset":
         """Move frames, targets and offsets to ``device`` (in place); returns self."""

@@ -24,7 +24,6 @@ from asr.features import FeatureConfig
 from asr.gmm.train import Utterance
 from asr.nnet.config import NnetConfig
 from asr.nnet.model import HybridAcousticModel, estimate_priors
-from asr.nnet.models import net_spec
 from asr.nnet.train import train_nnet
 from asr.system import AsrSystem
 
@@ -68,8 +67,7 @@ def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
     used = {u: targets[u] for u in feats if u in targets}
     net, history = train_nnet(feats, used, num_pdfs, cfg, out_dir, progress)
     priors = estimate_priors(used, num_pdfs, cfg.prior_floor)
-    dim = next(iter(feats.values())).shape[1]
-    model = HybridAcousticModel(net, net_spec(cfg, dim, num_pdfs), priors)
+    model = HybridAcousticModel(net, priors)
     if history:
         last = history[-1]
         log.info("hybrid: %d epochs, last train acc %.3f, valid acc %.3f", len(history),

@@ -61,8 +61,8 @@ class HybridAcousticModel:
 
     Parameters
     ----------
-    net : maps windows (B, context, D) to logits (B, num_pdfs); built from ``spec``.
-    spec : the network's ``net_spec`` dict (saved so that ``load`` can rebuild it).
+    net : an ``MLP`` or ``TDNN``: windows (B, context, D) -> logits (B, num_pdfs). Its
+        ``spec`` is saved so that ``load`` can build it again.
     priors : (num_pdfs,) pdf priors (see ``estimate_priors``).
 
     Attributes
@@ -71,7 +71,8 @@ class HybridAcousticModel:
     batch_frames : frames scored per forward pass.
     """
 
-    def __init__(self, net: nn.Module, spec: dict, priors: np.ndarray):
+    def __init__(self, net: nn.Module, priors: np.ndarray):
+        spec = net.spec
         priors = np.asarray(priors, dtype=np.float64)
         if priors.shape != (spec["num_pdfs"],) or not np.all(priors > 0):
             raise ValueError(f"priors must be {spec['num_pdfs']} positive numbers, got shape "
@@ -126,6 +127,6 @@ class HybridAcousticModel:
             spec = meta["spec"]
             net = build_net(spec)
             net.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
-            return cls(net, spec, np.asarray(meta["priors"], dtype=np.float64))
+            return cls(net, np.asarray(meta["priors"], dtype=np.float64))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelError(directory, f"inconsistent network files: {exc}") from None

@@ -2,8 +2,9 @@
 
 ``MLP`` flattens the window (Kaldi nnet1's spliced-input DNN); ``TDNN`` slides dilated 1-D
 convolutions along time (Kaldi nnet3's TDNN) whose receptive field is exactly the window.
-Each hidden layer is ``affine -> ReLU -> norm -> dropout``. Both are built from a plain
-``spec`` dict (``net_spec``), which the acoustic model saves beside the weights.
+Each hidden layer is ``affine -> ReLU -> norm -> dropout``. Each network keeps its
+constructor arguments as a plain dict, ``net.spec``; ``build_net(net.spec)`` builds the
+same architecture again, which is how a saved acoustic model is loaded.
 """
 from __future__ import annotations
 
@@ -23,12 +24,18 @@ def build_net(spec: dict) -> nn.Module:
     missing = [k for k in (*ARCHITECTURE_FIELDS, "input_dim", "num_pdfs") if k not in spec]
     if missing:
         raise ValueError(f"network spec lacks {missing}")
-    kwargs = {k: spec[k] for k in spec if k != "model"}
+    kwargs = {k: spec[k] for k in (*ARCHITECTURE_FIELDS, "input_dim", "num_pdfs")
+              if k != "model"}
     if spec["model"] == "mlp":
         return MLP(**kwargs)
     if spec["model"] == "tdnn":
         return TDNN(**kwargs)
     raise ValueError(f"unknown network {spec['model']!r}; expected 'mlp' or 'tdnn'")
+
+
+def _spec(model: str, args: dict) -> dict:
+    return {"model": model, **{k: args[k] for k in (*ARCHITECTURE_FIELDS, "input_dim",
+                                                    "num_pdfs") if k != "model"}}
 
 
 class _ChannelLayerNorm(nn.LayerNorm):
@@ -56,6 +63,7 @@ class MLP(nn.Module):
                  context_right: int = 5, hidden_dim: int = 512, num_layers: int = 4,
                  dropout: float = 0.1, norm: str = "layer"):
         super().__init__()
+        self.spec = _spec("mlp", locals())
         self.context_left, self.context_right = context_left, context_right
         layers: list[nn.Module] = []
         width = input_dim * (context_left + 1 + context_right)
@@ -103,6 +111,7 @@ class TDNN(nn.Module):
                  context_right: int = 5, hidden_dim: int = 512, num_layers: int = 4,
                  dropout: float = 0.1, norm: str = "layer"):
         super().__init__()
+        self.spec = _spec("tdnn", locals())
         self.context_left, self.context_right = context_left, context_right
         self.layout = tdnn_layout(context_left + context_right, num_layers)
         layers: list[nn.Module] = []

@@ -1,6 +1,7 @@
 """Training a frame classifier on pdf targets: cross-entropy, AdamW, early stopping, resume.
 
->>> net, history = train_nnet(feats, targets, tree.num_pdfs, NnetConfig(), "exp/dnn_train")  # doctest: +SKIP
+>>> cfg = NnetConfig(model="tdnn", epochs=10)                                        # doctest: +SKIP
+>>> net, history = train_nnet(feats, targets, tree.num_pdfs, cfg, "exp/dnn.train")  # doctest: +SKIP
 
 Files written into ``out_dir``::
 
@@ -48,10 +49,12 @@ RESUMABLE_CHANGES = ("epochs", "patience", "device", "num_threads")
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise ValueError('device = "cuda" but torch sees no CUDA device')
-    return torch.device(name)
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def split_utterances(utts: list[str], valid_fraction: float, seed: int
@@ -110,22 +113,20 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
             raise ValueError(f"utterance {u!r}: pdf ids must lie in [0, {num_pdfs}), got "
                              f"{t.min()}..{t.max()}")
     train_utts, valid_utts = split_utterances(utts, cfg.valid_fraction, cfg.seed)
-    pin = device.type == "cuda"
-
-    def make(names):
-        return FrameDataset([train_feats[u] for u in names], [targets[u] for u in names],
-                            cfg.context_left, cfg.context_right, pin_memory=pin)
-
-    train_set = make(train_utts)
-    valid_set = make(valid_utts) if valid_utts else None
+    datasets = [FrameDataset([train_feats[u] for u in names], [targets[u] for u in names],
+                             cfg.context_left, cfg.context_right) if names else None
+                for names in (train_utts, valid_utts)]
     if device.type == "cuda":
+        # Frames on the GPU when they take under a quarter of its free memory (windows are
+        # then gathered there); else in pinned host memory, batches copied asynchronously.
         free, _ = torch.cuda.mem_get_info(device)
-        size = sum(d.frames.numel() * 4 + d.targets.numel() * 8
-                   for d in (train_set, valid_set) if d is not None)
-        if size < free // 4:         # frames on the GPU: windows are gathered there
-            for d in (train_set, valid_set):
-                if d is not None:
-                    d.to(device)
+        size = sum(d.frames.numel() * 4 + d.targets.numel() * 8 for d in datasets if d)
+        for d in datasets:
+            if d is not None and size < free // 4:
+                d.to(device)
+            elif d is not None:
+                d.pin_memory()
+    train_set, valid_set = datasets
     log.info("training on %d utterances (%d frames), validating on %d (%d frames), %s",
              len(train_utts), len(train_set), len(valid_utts),
              0 if valid_set is None else len(valid_set), device)
@@ -148,7 +149,7 @@ def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torc
         for step, index in enumerate(bar):
             if training and len(index) < 2:
                 continue                          # BatchNorm cannot train on one frame
-            if data.device != device:             # pinned host memory -> GPU, asynchronously
+            if data.device.type != device.type:   # pinned host memory -> GPU, asynchronously
                 buf = torch.empty((len(index), cfg.context, data.dim), pin_memory=True)
                 x, y = data.batch(index, buf)
                 x = x.to(device, non_blocking=True)

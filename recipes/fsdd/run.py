@@ -1,0 +1,255 @@
+#!/usr/bin/env python
+"""FSDD: isolated, connected and noisy spoken digits; GMM-HMM, hmmlearn and DNN-HMM systems.
+
+    python recipes/fsdd/run.py [--stage N] [--stop-stage M] [--corpus DIR]
+
+Stages: 0 data, 1 features, 2 monophone, 3 triphone, 4 hmmlearn baseline, 5 hybrid DNN,
+6 decode, 7 results. Systems are trained per fold: "main" (conventional split: isolated
+and connected training data; tested on isolated, connected and noisy connected digits)
+and one "heldout_<speaker>" fold per speaker left out of training entirely.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asr.baseline import HmmlearnBaselineConfig, run_baseline
+from asr.data import (DataDir, locate_corpus, prepare_fsdd_connected, prepare_fsdd_isolated,
+                      prepare_noisy)
+from asr.decoder import DecoderConfig
+from asr.experiment import Experiment
+from asr.features import FeatureConfig
+from asr.fileio import write_json
+from asr.gmm.systems import HmmConfig, align_utterances, train_monophone, train_triphone
+from asr.gmm.train import GmmTrainConfig
+from asr.lexicon import Lexicon
+from asr.nnet import NnetConfig, pdf_targets, train_hybrid
+from asr.recipe import (Stage, machine_description, recipe_arguments, resolve_settings,
+                        run_stages, seed_everything, setup_logging, write_settings)
+from asr.results import load_results, plot_results, update_results, write_results_md
+from asr.scoring import compute_wer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class CorpusSettings:
+    speakers: list[str] = field(default_factory=lambda: ["jackson", "lucas", "nicolas", "theo",
+                                                         "yweweler"])
+    heldout_folds: list[str] = field(default_factory=lambda: ["jackson", "lucas", "nicolas",
+                                                              "theo", "yweweler"])
+    connected_train: int = 1000
+    connected_test: int = 300
+    connected_heldout_speaker: str = "nicolas"
+    noise_kinds: list[str] = field(default_factory=lambda: ["white", "pink", "babble"])
+    snrs: list[int] = field(default_factory=lambda: [20, 10, 5, 0])
+
+
+@dataclass
+class Settings:
+    seed: int = 0
+    lexicon: str = "data/lexicons/digits.txt"
+    systems: list[str] = field(default_factory=lambda: ["mono", "tri", "hmmlearn", "dnn"])
+    corpus: CorpusSettings = field(default_factory=CorpusSettings)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    hmm: HmmConfig = field(default_factory=HmmConfig)
+    mono: GmmTrainConfig = field(default_factory=GmmTrainConfig)
+    tri: GmmTrainConfig = field(default_factory=lambda: GmmTrainConfig(num_leaves=300))
+    hmmlearn: HmmlearnBaselineConfig = field(default_factory=HmmlearnBaselineConfig)
+    dnn_features: FeatureConfig = field(default_factory=lambda: FeatureConfig(
+        kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
+    dnn: NnetConfig = field(default_factory=NnetConfig)
+    decode_isolated: DecoderConfig = field(default_factory=lambda: DecoderConfig("single"))
+    decode_connected: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+@dataclass
+class TestSet:
+    column: str        # column of the results table
+    data: str          # data set under data/fsdd
+    isolated: bool     # isolated-word grammar (and the hmmlearn row) or connected word loop
+
+
+class Folds:
+    """The training sets and the test sets each one is scored on."""
+
+    def __init__(self, s: Settings):
+        self.s = s
+
+    @property
+    def names(self) -> list[str]:
+        return ["main"] + [f"heldout_{spk}" for spk in self.s.corpus.heldout_folds]
+
+    def train_parts(self, fold: str) -> list[str]:
+        if fold == "main":
+            return ["isolated/train", "connected/train"]
+        spk = fold.removeprefix("heldout_")
+        parts = [f"isolated_{fold}/train"]
+        if spk == self.s.corpus.connected_heldout_speaker:
+            parts.append(f"connected_{fold}/train")
+        return parts
+
+    def tests(self, fold: str) -> list[TestSet]:
+        c = self.s.corpus
+        if fold == "main":
+            return ([TestSet("isolated", "isolated/test", True),
+                     TestSet("connected", "connected/test", False)]
+                    + [TestSet(f"{kind}_{snr}dB", f"noisy/test_{kind}_snr{snr}", False)
+                       for kind in c.noise_kinds for snr in c.snrs])
+        tests = [TestSet(fold, f"isolated_{fold}/test", True)]
+        if fold.removeprefix("heldout_") == c.connected_heldout_speaker:
+            tests.append(TestSet(f"connected_{fold}", f"connected_{fold}/test", False))
+        return tests
+
+    def all_data_sets(self) -> list[str]:
+        sets = [f"{fold}/train" for fold in self.names]
+        for fold in self.names:
+            sets += [t.data for t in self.tests(fold)]
+        return sets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = recipe_arguments(__doc__.splitlines()[0], Path(__file__).with_name("settings.toml"))
+    args = parser.parse_args(argv)
+    s = resolve_settings(args, Settings)
+    seed_everything(s.seed)
+    progress = not args.no_progress
+    ex = Experiment("fsdd", args.data, args.exp, args.results, s.features, progress)
+    ex_dnn = Experiment("fsdd", args.data, args.exp, args.results, s.dnn_features, progress,
+                        feats_name="feats_dnn")
+    folds = Folds(s)
+    setup_logging(ex.exp / "run.log")
+    write_settings(ex.exp, s)
+    timings_path = ex.exp / "timings.json"
+
+    def timed(key: str, seconds: float) -> None:
+        import json
+        values = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        values[key] = round(seconds, 3)
+        write_json(timings_path, values)
+
+    def data():
+        c = s.corpus
+        corpus = locate_corpus("fsdd", args.corpus, args.data / "downloads")
+        prepare_fsdd_isolated(corpus, ex.data / "isolated", speakers=c.speakers)
+        for spk in c.heldout_folds:
+            prepare_fsdd_isolated(corpus, ex.data / f"isolated_heldout_{spk}",
+                                  heldout_speaker=spk, speakers=c.speakers)
+        prepare_fsdd_connected(corpus, ex.data / "connected", c.connected_train,
+                               c.connected_test, seed=s.seed, speakers=c.speakers)
+        if c.connected_heldout_speaker in c.heldout_folds:
+            prepare_fsdd_connected(corpus, ex.data / f"connected_heldout_{c.connected_heldout_speaker}",
+                                   c.connected_train, c.connected_test, seed=s.seed,
+                                   heldout_speaker=c.connected_heldout_speaker, speakers=c.speakers)
+        prepare_noisy(ex.data / "connected/test", ex.data / "noisy",
+                      recordings_for_babble=ex.data / "isolated/train", kinds=c.noise_kinds,
+                      snrs=c.snrs, seed=s.seed)
+        for fold in folds.names:
+            DataDir.combine(DataDir.load(ex.data / p) for p in folds.train_parts(fold)).save(
+                ex.data / fold / "train")
+
+    def features():
+        for name in folds.all_data_sets():
+            ex.make_features(name)
+
+    def per_fold(system: str, train_one):
+        for fold in folds.names:
+            out = ex.system_dir(f"{fold}/{system}")
+            if (out / "manifest.json").exists():
+                continue  # finished before an interruption
+            start = time.perf_counter()
+            train_one(fold).save(out)
+            timed(f"train/{fold}/{system}", time.perf_counter() - start)
+
+    lexicon = Lexicon.load(ROOT / s.lexicon)
+
+    def mono():
+        per_fold("mono", lambda fold: train_monophone(
+            ex.utterances(f"{fold}/train"), lexicon, s.features, s.hmm, s.mono,
+            s.decode_connected, progress)[0])
+
+    def tri():
+        per_fold("tri", lambda fold: train_triphone(
+            ex.utterances(f"{fold}/train"), ex.load_system(f"{fold}/mono"), s.tri,
+            s.decode_connected, progress)[0])
+
+    def dnn():
+        def train_one(fold):
+            gmm = ex.load_system(f"{fold}/tri")
+            targets = pdf_targets(align_utterances(gmm, ex.utterances(f"{fold}/train")))
+            return train_hybrid(ex_dnn.utterances(f"{fold}/train"), targets, gmm,
+                                s.dnn_features, s.dnn, ex.system_dir(f"{fold}/dnn_train"),
+                                progress)
+        for fold in folds.names:
+            ex_dnn.make_features(f"{fold}/train")
+            for t in folds.tests(fold):
+                ex_dnn.make_features(t.data)
+        per_fold("dnn", train_one)
+
+    def hmmlearn():
+        for fold in folds.names:
+            for t in folds.tests(fold):
+                if not t.isolated:
+                    continue
+                train, test = ex.data_dir(f"{fold}/train"), ex.data_dir(t.data)
+                iso_train = train.subset(u for u in train.utts if len(train.text[u]) == 1)
+                hyps, fit_s, dec_s = run_baseline(iso_train, test, s.features, s.hmmlearn,
+                                                  progress=progress)
+                result = compute_wer(test.text, hyps, f"exp/fsdd/{fold}/hmmlearn/decode_{t.column}")
+                update_results(ex.results / "results.json", "hmmlearn", t.column, result)
+                timed(f"train/{fold}/hmmlearn", fit_s)
+                timed(f"decode/{fold}/hmmlearn/{t.column}", dec_s)
+
+    def decode():
+        for fold in folds.names:
+            for system in [x for x in s.systems if x != "hmmlearn"]:
+                for t in folds.tests(fold):
+                    cfg = s.decode_isolated if t.isolated else s.decode_connected
+                    seconds = ex.decode(f"{fold}/{system}", t.data, cfg, row=system,
+                                        column=t.column,
+                                        features=ex_dnn if system == "dnn" else ex)
+                    timed(f"decode/{fold}/{system}/{t.column}", seconds)
+
+    def results():
+        c = s.corpus
+        heldout = [f"heldout_{spk}" for spk in c.heldout_folds]
+        order = (["isolated"] + heldout + ["connected"]
+                 + [f"connected_heldout_{c.connected_heldout_speaker}"]
+                 + [f"{k}_{snr}dB" for k in c.noise_kinds for snr in c.snrs])
+        import json
+        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        lines = [f"Generated by `python recipes/fsdd/run.py` ({machine_description()}). "
+                 "Isolated columns use a one-word grammar, connected and noisy columns a "
+                 "word loop. `heldout_<speaker>`: that speaker is absent from training.", "",
+                 "Training and decoding times of the conventional-split systems (seconds):", ""]
+        for key in sorted(timings):
+            if key.startswith(("train/main/", "decode/main/")):
+                lines.append(f"- `{key}`: {timings[key]:.1f}")
+        write_results_md(ex.results / "results.json", ex.results / "RESULTS.md",
+                         "FSDD: word error rates (%)", system_order=s.systems,
+                         test_set_order=[o for o in order if o in _columns(ex)],
+                         notes="\n".join(lines),
+                         mean_columns={"heldout mean": heldout})
+        plot_results(ex.results / "results.json", ex.results / "wer.png",
+                     "FSDD word error rates", system_order=s.systems,
+                     test_set_order=[o for o in order if o in _columns(ex)])
+
+    systems = set(s.systems)
+    stages = [Stage(0, "data", data), Stage(1, "features", features)]
+    stages += [Stage(2, "mono", mono)] if systems & {"mono", "tri", "dnn"} else []
+    stages += [Stage(3, "tri", tri)] if systems & {"tri", "dnn"} else []
+    stages += [Stage(4, "hmmlearn", hmmlearn)] if "hmmlearn" in systems else []
+    stages += [Stage(5, "dnn", dnn)] if "dnn" in systems else []
+    stages += [Stage(6, "decode", decode), Stage(7, "results", results)]
+    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force)
+    return 0
+
+
+def _columns(ex: Experiment) -> set[str]:
+    return {col for row in load_results(ex.results / "results.json").values() for col in row}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
