@@ -28,6 +28,11 @@ Training, per word
 3. ``n_iter`` Baum-Welch iterations of hmmlearn, updating everything
    (``params="stmcw"``, ``init_params=""``; ``"st"`` when ergodic, whose start and
    transition probabilities hmmlearn draws from ``seed``).
+4. One change to plain maximum likelihood, through hmmlearn's own prior parameters: every
+   covariance gets one frame's worth of ``VAR_FLOOR`` x the variance of the word's frames
+   (``_covariance_prior``). Without it a Gaussian that loses all its frames gets 0 / 0 for
+   a variance and the whole model turns NaN (5 states x 4 Gaussians on 20 utterances a
+   word did).
 
 Models are saved as arrays (``models.npz``: ``startprob_``, ``transmat_``, ``means_``,
 ``covars_``, ``weights_`` of each word) and JSON (``baseline.json``: settings and words);
@@ -144,7 +149,7 @@ def _covariance_prior(cfg: HmmlearnBaselineConfig, floor: np.ndarray) -> dict:
 
 
 def _left_to_right(num_states: int) -> tuple[np.ndarray, np.ndarray]:
-    """``startprob`` (S,) = [1, 0, ...] and ``transmat`` (S, S): 0.5 stay, 0.5 on, last absorbing."""
+    """``startprob`` (S,) = [1, 0, ...]; ``transmat`` (S, S): 0.5 stay, 0.5 on, last absorbing."""
     startprob = np.zeros(num_states)
     startprob[0] = 1.0
     transmat = np.zeros((num_states, num_states))
@@ -171,7 +176,7 @@ class WordHmmClassifier:
         self.config = config if config is not None else HmmlearnBaselineConfig()
 
     def _new_model(self, floor: np.ndarray | None = None) -> _PresetGMMHMM:
-        """An untrained model; ``floor`` (D,) sets the covariance prior (see ``_covariance_prior``)."""
+        """An untrained model; ``floor`` (D,) sets its covariance prior (``_covariance_prior``)."""
         cfg = self.config
         prior = {} if floor is None else _covariance_prior(cfg, floor)
         return _PresetGMMHMM(n_components=cfg.num_states, n_mix=cfg.num_mix,
@@ -197,8 +202,9 @@ class WordHmmClassifier:
                                  f"{len(seqs)} utterance(s); at least {max(num_mix, 2)} are "
                                  f"needed (num_mix={num_mix}): lower num_states or num_mix, "
                                  f"or add training utterances")
+            # ``seed=`` (not ``rng=``, scipy >= 1.15 only) takes a Generator in every scipy
             means[s], _ = kmeans2(frames, num_mix, minit="++",
-                                rng=np.random.default_rng([cfg.seed, s]))
+                                  seed=np.random.default_rng([cfg.seed, s]))
             covs[s] = np.atleast_2d(np.cov(frames.T)) + model.min_covar * np.eye(dim)
         model.means_ = means
         model.weights_ = np.full((num_states, num_mix), 1.0 / num_mix)

@@ -1,6 +1,6 @@
 """Training a frame classifier on pdf targets: cross-entropy, AdamW, early stopping, resume.
 
->>> cfg = NnetConfig(model="tdnn", epochs=10)                                        # doctest: +SKIP
+>>> cfg = NnetConfig(model="tdnn", epochs=10)  # doctest: +SKIP
 >>> net, history = train_nnet(feats, targets, tree.num_pdfs, cfg, "exp/dnn.train")  # doctest: +SKIP
 
 Files written into ``out_dir``::
@@ -120,7 +120,8 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
         # Frames on the GPU when they take under a quarter of its free memory (windows are
         # then gathered there); else in pinned host memory, batches copied asynchronously.
         free, _ = torch.cuda.mem_get_info(device)
-        size = sum(d.frames.numel() * 4 + d.targets.numel() * 8 for d in datasets if d)
+        size = sum(d.frames.numel() * 4 + d.targets.numel() * 8
+                   for d in datasets if d is not None)
         for d in datasets:
             if d is not None and size < free // 4:
                 d.to(device)
