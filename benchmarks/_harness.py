@@ -208,3 +208,21 @@ def emit(args: argparse.Namespace, result: dict, machine_info: dict) -> None:
     print(result["markdown"])
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
+
+
+def write_section(path: Path, begin: str, end: str, section: str) -> None:
+    """Replace the text between the ``begin``/``end`` markers of ``path`` (or append it),
+    keeping everything else; ``section`` includes both markers."""
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old and old.index(begin) < old.index(end):
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        new = head + section.rstrip("\n") + tail
+    elif old.strip():
+        new = old.rstrip("\n") + "\n\n" + section
+    else:
+        new = "# Benchmarks\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)

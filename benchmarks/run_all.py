@@ -20,6 +20,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from _harness import write_section  # noqa: E402
 OUTPUT = REPO / "results" / "benchmarks.md"
 BEGIN, END = "<!-- begin: micro -->", "<!-- end: micro -->"
 BENCHMARKS = {
@@ -96,19 +98,7 @@ def render(results: dict[str, dict], threads: int) -> str:
 
 def write(section: str, path: Path = OUTPUT) -> None:
     """Replace the micro section of ``path`` (or add it), keeping everything else."""
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old and old.index(BEGIN) < old.index(END):
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + section.rstrip("\n") + tail
-    elif old.strip():
-        new = old.rstrip("\n") + "\n\n" + section
-    else:
-        new = "# Benchmarks\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    write_section(path, BEGIN, END, section)
 
 
 def main() -> None:

@@ -10,35 +10,53 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def _viterbi(loglik, pdf, src, dst, w, start, final, beam):
+def _viterbi(loglik, pdf, src, dst, w, arc_start, start, final, beam):
+    """Arcs sorted by source; ``arc_start[n]:arc_start[n+1]`` are the arcs leaving node n.
+
+    Only nodes within ``beam`` of the frame's best are expanded, and only the range of node
+    ids that holds them is scanned, so a long left-to-right training graph costs about
+    O(T * active states) rather than O(T * arcs).
+    """
     T = loglik.shape[0]
     N = pdf.shape[0]
-    A = src.shape[0]
     back = np.full((T, N), -1, dtype=np.int32)
     delta = np.full(N, -np.inf)
+    lo, hi = N, -1
     for j in range(N):
         if start[j] > -np.inf:
             delta[j] = start[j] + loglik[0, pdf[j]]
-    new = np.empty(N)
+            lo = min(lo, j)
+            hi = max(hi, j)
+    new = np.full(N, -np.inf)
     for t in range(1, T):
         best = -np.inf
-        for j in range(N):
+        for j in range(lo, hi + 1):
             if delta[j] > best:
                 best = delta[j]
         cutoff = best - beam
-        new[:] = -np.inf
-        for a in range(A):
-            s = delta[src[a]]
+        new_lo, new_hi = N, -1
+        for n in range(lo, hi + 1):
+            s = delta[n]
             if s < cutoff or s == -np.inf:
                 continue
-            v = s + w[a]
-            if v > new[dst[a]]:
-                new[dst[a]] = v
-                back[t, dst[a]] = a
-        for j in range(N):
+            for a in range(arc_start[n], arc_start[n + 1]):
+                d = dst[a]
+                v = s + w[a]
+                if v > new[d]:
+                    if new[d] == -np.inf:
+                        new_lo = min(new_lo, d)
+                        new_hi = max(new_hi, d)
+                    new[d] = v
+                    back[t, d] = a
+        for j in range(lo, hi + 1):
+            delta[j] = -np.inf
+        for j in range(new_lo, new_hi + 1):
             if new[j] > -np.inf:
-                new[j] += loglik[t, pdf[j]]
-        delta[:] = new
+                delta[j] = new[j] + loglik[t, pdf[j]]
+                new[j] = -np.inf
+        lo, hi = new_lo, new_hi
+        if hi < 0:
+            break
     best = -np.inf
     end = -1
     for j in range(N):
@@ -73,5 +91,10 @@ def viterbi(loglik: np.ndarray, pdf: np.ndarray, arc_src: np.ndarray, arc_dst: n
     """
     if loglik.shape[0] == 0:
         return -np.inf, np.zeros(0, dtype=np.int32)
-    return _viterbi(np.ascontiguousarray(loglik, dtype=np.float64), pdf, arc_src, arc_dst,
-                    arc_w, start, final, float(beam))
+    order = np.argsort(arc_src, kind="stable")
+    arc_start = np.searchsorted(arc_src[order], np.arange(len(pdf) + 1)).astype(np.int64)
+    src, dst = arc_src[order], arc_dst[order]
+    score, path = _viterbi(np.ascontiguousarray(loglik, dtype=np.float64), pdf, src, dst,
+                           np.asarray(arc_w, dtype=np.float64)[order], arc_start, start, final,
+                           float(beam))
+    return score, path
