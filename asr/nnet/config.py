@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODELS = ("mlp", "tdnn")
 NORMS = ("layer", "batch", "none")
 SCHEDULES = ("plateau", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -85,7 +84,9 @@ class NnetConfig:
             if not ok:
                 raise ValueError(message)
 
-        check(self.model in MODELS, f"model must be one of {MODELS}, got {self.model!r}")
+        from asr.nnet.models import NETWORKS  # the registry of network classes
+        check(self.model in NETWORKS,
+              f"model must be one of {sorted(NETWORKS)}, got {self.model!r}")
         check(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
         check(self.lr_schedule in SCHEDULES,
               f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")

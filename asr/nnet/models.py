@@ -19,18 +19,32 @@ def net_spec(cfg: NnetConfig, input_dim: int, num_pdfs: int) -> dict:
     return {**cfg.architecture(), "input_dim": int(input_dim), "num_pdfs": int(num_pdfs)}
 
 
+NETWORKS: dict[str, type[nn.Module]] = {}
+
+
+def register_network(name: str):
+    """Class decorator: make a network available as ``[dnn] model = "<name>"``.
+
+    The class takes ``input_dim, num_pdfs`` and the architecture fields of ``NnetConfig``
+    as keyword arguments, maps (B, context, input_dim) to (B, num_pdfs) logits, and keeps
+    its arguments in ``self.spec`` (see ``_spec``).
+    """
+    def wrap(cls):
+        NETWORKS[name] = cls
+        return cls
+    return wrap
+
+
 def build_net(spec: dict) -> nn.Module:
     """A fresh network from a ``net_spec`` dict (weights from torch's current RNG)."""
     missing = [k for k in (*ARCHITECTURE_FIELDS, "input_dim", "num_pdfs") if k not in spec]
     if missing:
         raise ValueError(f"network spec lacks {missing}")
+    if spec["model"] not in NETWORKS:
+        raise ValueError(f"unknown network {spec['model']!r}; expected one of {sorted(NETWORKS)}")
     kwargs = {k: spec[k] for k in (*ARCHITECTURE_FIELDS, "input_dim", "num_pdfs")
               if k != "model"}
-    if spec["model"] == "mlp":
-        return MLP(**kwargs)
-    if spec["model"] == "tdnn":
-        return TDNN(**kwargs)
-    raise ValueError(f"unknown network {spec['model']!r}; expected 'mlp' or 'tdnn'")
+    return NETWORKS[spec["model"]](**kwargs)
 
 
 def _spec(model: str, args: dict) -> dict:
@@ -53,6 +67,7 @@ def _norm(kind: str, dim: int, sequence: bool) -> nn.Module:
     return nn.Identity()
 
 
+@register_network("mlp")
 class MLP(nn.Module):
     """Spliced frames -> ``num_layers`` dense hidden layers -> pdf logits.
 
@@ -100,6 +115,7 @@ def tdnn_layout(span: int, num_layers: int) -> list[tuple[int, int]]:
     return layout
 
 
+@register_network("tdnn")
 class TDNN(nn.Module):
     """Dilated 1-D convolutions over the window, then a pdf layer.
 
