@@ -4,6 +4,11 @@ Samples are float32 in [-1, 1], one channel, shape ``(num_samples,)``; the rate 
 beside them as an int in Hz. Every file problem is an :class:`~asr.errors.AudioError` that
 names the file and says what was expected.
 
+A file whose samples are all zero (a blank recording, or a copy that was zero-filled) is an
+error by default: features of digital silence are the log floor in every frame, which
+teaches a model nothing and decodes to nothing useful. Pass ``allow_silent=True`` to read
+such files anyway (e.g. a silence segment used as noise).
+
 >>> speech, rate = read_wav("recordings/7_jackson_32.wav", expected_rate=8000)  # doctest: +SKIP
 >>> noise = pink_noise(len(speech), np.random.default_rng(0))                    # doctest: +SKIP
 >>> noisy = mix_at_snr(speech, noise, snr_db=10)                                 # doctest: +SKIP
@@ -26,7 +31,6 @@ from typing import Sequence
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from asr.errors import AudioError
 from asr.fileio import atomic_file
@@ -62,7 +66,8 @@ def _check_not_truncated(path: Path) -> None:
             position += 8 + chunk_size + (chunk_size & 1)
 
 
-def read_wav(path: str | Path, expected_rate: int | None = None) -> tuple[np.ndarray, int]:
+def read_wav(path: str | Path, expected_rate: int | None = None, *,
+             allow_silent: bool = False) -> tuple[np.ndarray, int]:
     """Read a mono audio file as float32 samples in [-1, 1].
 
     Integer PCM of any width (8, 16, 24, 32 bit) is scaled by its full range; float files
@@ -74,6 +79,8 @@ def read_wav(path: str | Path, expected_rate: int | None = None) -> tuple[np.nda
         A WAV file (any format libsndfile reads is accepted).
     expected_rate : int, optional
         When given, a file at another sample rate is an error.
+    allow_silent : bool
+        Accept a file whose samples are all zero (refused by default).
 
     Returns
     -------
@@ -85,7 +92,8 @@ def read_wav(path: str | Path, expected_rate: int | None = None) -> tuple[np.nda
     ------
     AudioError
         Naming the file, when it is missing, not audio, truncated, empty, not mono, at the
-        wrong rate, or holds NaN, Inf or float samples outside [-1, 1].
+        wrong rate, all zero (unless ``allow_silent``), or holds NaN, Inf or float samples
+        outside [-1, 1].
     """
     path = Path(path)
     if not path.is_file():
@@ -95,10 +103,15 @@ def read_wav(path: str | Path, expected_rate: int | None = None) -> tuple[np.nda
         with sf.SoundFile(path) as f:
             channels, rate, subtype = f.channels, f.samplerate, f.subtype
             samples = f.read(dtype="float32", always_2d=True)
-    except sf.SoundFileError as exc:
-        raise AudioError(path, f"not a readable audio file ({exc})") from None
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, struct.error) as exc:
+        # libsndfile reports damaged headers as SoundFileError; odd headers it half-parses
+        # can surface as the others from soundfile's own checks.
+        raise AudioError(path, f"cannot read audio: not a readable audio file ({exc})") from None
+    except MemoryError:
+        raise AudioError(path, "cannot read audio: its header declares more samples than "
+                               "fit in memory") from None
     except OSError as exc:
-        raise AudioError(path, f"cannot read: {exc.strerror}") from None
+        raise AudioError(path, f"cannot read audio: {exc.strerror or exc}") from None
     if channels != 1:
         raise AudioError(path, f"expected mono audio, found {channels} channels")
     if expected_rate is not None and rate != expected_rate:
@@ -112,6 +125,9 @@ def read_wav(path: str | Path, expected_rate: int | None = None) -> tuple[np.nda
     peak = float(np.max(np.abs(samples)))
     if peak > 1.0:
         raise AudioError(path, f"{subtype} samples reach {peak:.3g}; expected samples in [-1, 1]")
+    if peak == 0.0 and not allow_silent:
+        raise AudioError(path, f"all {samples.size} samples are zero (a blank recording); "
+                               "expected speech")
     return np.ascontiguousarray(samples), int(rate)
 
 
@@ -152,6 +168,7 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     -------
     np.ndarray, shape (ceil(num_samples * to_rate / from_rate),), float32
     """
+    from scipy.signal import resample_poly  # imported here: scipy.signal is slow to load
     if from_rate <= 0 or to_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {from_rate} and {to_rate}")
     x = np.asarray(x, dtype=np.float32)

@@ -4,7 +4,9 @@ A recipe is a list of stages; each stage is a function that writes its outputs a
 When a stage succeeds a marker ``exp/<corpus>/.done/<N>-<name>`` is written, and the stage
 is skipped on the next run unless ``--force`` is given (or an earlier stage was re-run in
 the same invocation). An interrupted stage leaves no marker and no half-written output,
-so rerunning resumes where the run stopped.
+so rerunning resumes where the run stopped; the temporaries of a run that was killed
+outright are swept from the experiment folder when the next run starts. With the same seed
+an interrupted and resumed run gives the same results as one that ran straight through.
 """
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import logging
 import os
 import platform
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from asr.fileio import write_json, write_text
+from asr.fileio import remove_stale_temporaries, write_json, write_text
 from asr.settings import load_settings, parse_override, to_dict
 
 log = logging.getLogger("asr.recipe")
@@ -34,14 +37,11 @@ class Stage:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and (if loaded) torch."""
+    """Seed Python, numpy and torch if it is loaded (network training seeds itself too)."""
     random.seed(seed)
     np.random.seed(seed)
-    try:
-        import torch
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
 
 
 def recipe_arguments(description: str, default_settings: Path) -> argparse.ArgumentParser:
@@ -59,6 +59,9 @@ def recipe_arguments(description: str, default_settings: Path) -> argparse.Argum
     p.add_argument("--data", type=Path, default=Path("data"), help="prepared data root")
     p.add_argument("--results", type=Path, default=Path("results"), help="results root")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--skip-bad-utts", action="store_true",
+                   help="leave out (and log) utterances whose audio cannot be used instead of "
+                        "stopping; they are listed in exp/<corpus>/feats/<set>/skipped")
     return p
 
 
@@ -86,8 +89,17 @@ def setup_logging(log_path: Path) -> None:
 
 
 def run_stages(stages: list[Stage], exp_dir: Path, first: int, last: int,
-               force: bool = False) -> dict[int, float]:
-    """Run the stages numbered ``first..last`` in order; returns seconds per stage run."""
+               force: bool = False, clean: Sequence[Path] = ()) -> dict[int, float]:
+    """Run the stages numbered ``first..last`` in order; returns seconds per stage run.
+
+    First removes what a killed run left half-written under ``exp_dir`` and the folders in
+    ``clean`` (e.g. the recipe's data and results folders); see
+    ``asr.fileio.remove_stale_temporaries``.
+    """
+    for folder in (exp_dir, *clean):
+        removed = remove_stale_temporaries(folder)
+        if removed:
+            log.info("removed %d temporaries of an interrupted run under %s", removed, folder)
     done_dir = exp_dir / ".done"
     done_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[int, float] = {}
