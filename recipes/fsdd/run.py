@@ -55,6 +55,7 @@ class Settings:
     seed: int = 0
     lexicon: str = "data/lexicons/digits.txt"
     systems: list[str] = field(default_factory=lambda: ["mono", "tri", "hmmlearn", "dnn"])
+    mono_on_isolated: bool = True
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     hmm: HmmConfig = field(default_factory=HmmConfig)
@@ -169,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     lexicon = Lexicon.load(ROOT / s.lexicon)
 
     def mono():
-        per_fold("mono", lambda fold: train_monophone(
-            ex.utterances(f"{fold}/train"), lexicon, s.features, s.hmm, s.mono,
-            s.decode_connected, progress)[0])
+        def train_one(fold):
+            utts = ex.utterances(f"{fold}/train")
+            if s.mono_on_isolated:
+                utts = [u for u in utts if len(u.words) == 1]
+            return train_monophone(utts, lexicon, s.features, s.hmm, s.mono,
+                                   s.decode_connected, progress)[0]
+        per_fold("mono", train_one)
 
     def tri():
         per_fold("tri", lambda fold: train_triphone(
