@@ -15,13 +15,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 
 from asr.data import DataDir
 from asr.decoder import DecoderConfig
 from asr.evaluate import decode_and_score
+from asr.errors import DataError
 from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_archive
+from asr.features.archive import INDEX_NAME
 from asr.fileio import write_json
 from asr.gmm.train import Utterance
 from asr.results import update_results
@@ -41,6 +44,7 @@ class Experiment:
     features: FeatureConfig
     progress: bool = True
     feats_name: str = "feats"     # a second front end (e.g. the network's) uses another name
+    skip_bad: bool = False        # --skip-bad-utts: leave out utterances whose audio is unusable
 
     @property
     def data(self) -> Path:
@@ -61,27 +65,48 @@ class Experiment:
         return self.exp / self.feats_name / name
 
     def make_features(self, name: str) -> None:
-        """Compute the base features (MFCC or fbank) of one data set into an archive."""
+        """Compute the base features (MFCC or fbank) of one data set into an archive.
+
+        With ``skip_bad`` an utterance whose audio cannot be used is left out, logged and
+        listed in the archive's ``skipped`` file instead of stopping the run.
+        """
         data = self.data_dir(name)
         compute_archive({u: str(p) for u, p in data.wavs.items()}, self.features,
-                        self.feat_dir(name), progress=self.progress)
+                        self.feat_dir(name), progress=self.progress, skip_bad=self.skip_bad)
 
     def load_features(self, name: str, features: FeatureConfig | None = None
                       ) -> dict[str, np.ndarray]:
-        """Features of one data set after CMVN, deltas and splicing."""
+        """Features of one data set after CMVN, deltas and splicing.
+
+        Every utterance of the data set must have features, except (with ``skip_bad``)
+        those the features stage skipped, which are left out here too.
+        """
         data = self.data_dir(name)
         raw = read_archive(self.feat_dir(name))
         missing = sorted(set(data.wavs) - set(raw))
+        if missing and not self.skip_bad:
+            raise DataError(self.feat_dir(name) / INDEX_NAME,
+                            f"lacks features of {len(missing)} utterance(s) of "
+                            f"{data.path / 'wav.scp'} (e.g. {missing[0]!r}); rerun the features "
+                            "stage, or pass --skip-bad-utts to leave them out")
         if missing:
-            raise KeyError(f"{self.feat_dir(name)} lacks features of {len(missing)} utterances "
-                           f"(e.g. {missing[0]}); rerun the features stage")
-        raw = {u: raw[u] for u in data.utts}
+            log.warning("%s: %d of %d utterances have no features and are left out (e.g. %s)",
+                        name, len(missing), len(data), missing[0])
+        raw = {u: raw[u] for u in data.utts if u in raw}
         return apply_pipeline(raw, features or self.features, data.utt2spk)
 
-    def utterances(self, name: str, features: FeatureConfig | None = None) -> list[Utterance]:
+    def utterances(self, name: str, features: FeatureConfig | None = None,
+                   vocabulary: Collection[str] | None = None) -> list[Utterance]:
+        """Training utterances (id, features, words) of one data set, in sorted id order.
+
+        With ``vocabulary`` (e.g. ``lexicon.words``) a transcript word outside it is a
+        DataError naming the ``text`` file and line, before any features are read.
+        """
         data = self.data_dir(name)
+        if vocabulary is not None:
+            data.check_vocabulary(vocabulary)
         feats = self.load_features(name, features)
-        return [Utterance(u, feats[u], data.text[u]) for u in data.utts]
+        return [Utterance(u, feats[u], data.text[u]) for u in data.utts if u in feats]
 
     def system_dir(self, system: str) -> Path:
         return self.exp / system
@@ -105,7 +130,8 @@ class Experiment:
         out = self.system_dir(system) / f"decode_{column}"
         name = f"exp/{self.corpus}/{system}/decode_{column}"
         start = time.perf_counter()
-        result = decode_and_score(model, feats, data.text, out, name, cfg, self.progress)
+        refs = {u: data.text[u] for u in data.utts if u in feats}   # skipped ones: not scored
+        result = decode_and_score(model, feats, refs, out, name, cfg, self.progress)
         seconds = time.perf_counter() - start
         update_results(self.results / "results.json", row or system, column, result)
         return seconds

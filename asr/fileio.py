@@ -1,6 +1,12 @@
 """Atomic outputs: write to a temporary sibling, rename on success.
 
-An interrupted run never leaves half a file or half a directory behind.
+An interrupted run never leaves half a file or half a directory behind: the output either
+is the old one, the new one, or absent. A run killed outright (SIGKILL, power loss) can
+leave its temporary behind, named ``.<name>.<8 random characters>.tmp`` beside ``<name>``
+(or ``.<name>.old`` while a directory is being swapped); :func:`atomic_dir` removes those of
+its own target before writing, and :func:`remove_stale_temporaries` sweeps a whole tree
+(recipes call it on their experiment folder when they start). One writer per output:
+two processes writing the same path at once are not supported.
 
 >>> with atomic_dir(Path("exp/mono")) as tmp:   # doctest: +SKIP
 ...     model.save(tmp)
@@ -10,10 +16,52 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def _is_temporary_of(entry_name: str, name: str) -> bool:
+    return (entry_name == f".{name}.old" or (entry_name.startswith(f".{name}.")
+            and entry_name.endswith(".tmp") and len(entry_name) == len(name) + 14))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(root: str | Path) -> int:
+    """Delete what interrupted atomic writes left anywhere under ``root``.
+
+    Removes files and folders named like the temporaries of :func:`atomic_file` and
+    :func:`atomic_dir` (``.<name>.XXXXXXXX.tmp``, ``.<name>.old``); call it only when no
+    other process is writing under ``root``.
+
+    Returns
+    -------
+    int : the number of temporaries removed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    stale = []
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            if _TEMPORARY.match(name) or (name.startswith(".") and name.endswith(".old")
+                                         and name in dirs):
+                stale.append(Path(folder) / name)
+        dirs[:] = [d for d in dirs if Path(folder) / d not in stale]
+    for path in stale:
+        _remove(path)
+    return len(stale)
 
 
 @contextlib.contextmanager
@@ -37,6 +85,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory; it replaces ``path`` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(path.parent):     # left by a run killed while writing ``path``
+        if _is_temporary_of(entry.name, path.name):
+            _remove(Path(entry.path))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

@@ -73,6 +73,11 @@ def _load_builtin() -> None:
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write arrays as an uncompressed ``.npz`` (no pickled objects), atomically."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for name, array in arrays.items():
+        if array.dtype.hasobject:
+            raise ValueError(f"array {name!r} holds Python objects; only numeric arrays are "
+                             "saved (they load without pickle)")
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})

@@ -14,6 +14,7 @@ the experiment folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import typing
@@ -28,7 +29,7 @@ T = TypeVar("T")
 def _line_of(text: str, key: str, table: str | None) -> int | None:
     """1-based line on which ``key`` is set (inside ``[table]`` when given), or None."""
     current = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):   # TOML lines end at \n only
         stripped = line.strip()
         header = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
         if header:
@@ -86,9 +87,12 @@ def from_dict(cls: type[T], values: dict, *, path: Path | None = None, text: str
             kwargs[key] = from_dict(hint, value, path=path, text=text, table=sub)
             continue
         if not _check_type(value, hint):
-            name = getattr(hint, "__name__", str(hint))
+            name = str(hint) if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
             raise SettingsError(path, f"setting {where}{key!r} must be of type {name}, got "
                                 f"{type(value).__name__} {value!r}", _line_of(text, key, table))
+        if _holds_nan(value):
+            raise SettingsError(path, f"setting {where}{key!r} is NaN; expected a number",
+                                _line_of(text, key, table))
         if hint is float and isinstance(value, int):
             value = float(value)
         if typing.get_origin(hint) is tuple:
@@ -96,9 +100,19 @@ def from_dict(cls: type[T], values: dict, *, path: Path | None = None, text: str
         kwargs[key] = value
     try:
         obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(path, f"bad settings in [{table}]: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        where = f" in [{table}]" if table else ""
+        line = _line_of(text, table, None) if table else None
+        raise SettingsError(path, f"bad settings{where}: {exc}", line) from None
     return obj
+
+
+def _holds_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nan(v) for v in value)
+    return False
 
 
 def load_settings(path: str | Path, cls: type[T], overrides: dict | None = None) -> T:
@@ -108,19 +122,30 @@ def load_settings(path: str | Path, cls: type[T], overrides: dict | None = None)
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise SettingsError(path, f"cannot read settings file: {exc.strerror}") from None
+        raise SettingsError(path, f"cannot read settings file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(path, f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8",
+                            raw[:exc.start].count(b"\n") + 1) from None
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        line = getattr(exc, "lineno", None)         # Python >= 3.14; before, only the message
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        if line is None and found:
+            line = int(found.group(1))
         raise SettingsError(path, f"not valid TOML: {exc}", line) from None
     for dotted, value in (overrides or {}).items():
         target = values
         *parents, leaf = dotted.split(".")
         for name in parents:
             target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise SettingsError(path, f"override {dotted!r}: {name!r} is a setting, not a "
+                                    "table")
         target[leaf] = value
     return from_dict(cls, values, path=path, text=text)
 

@@ -10,8 +10,9 @@ Layout of a model directory (everything needed to turn audio into words)::
     decoder.json       default search settings (grammar, beam, scales)
     acoustic/          the acoustic model's own files (see ``asr.models``)
 
-Loading checks the format version and every checksum, so an altered or partly copied
-directory is refused with an error naming the file.
+Loading checks the format version, that the manifest lists every file above (and at least
+one under ``acoustic/``), and every checksum, so an altered or partly copied directory is
+refused with an error naming the file.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -33,6 +34,8 @@ from asr.lexicon import Lexicon
 from asr.models import AcousticModel, model_class, read_json
 
 FORMAT_VERSION = 1
+REQUIRED_FILES = ("features.json", "lexicon.json", "tree.json", "transitions.json",
+                  "decoder.json")
 
 
 def _sha256(path: Path) -> str:
@@ -72,14 +75,39 @@ class AsrSystem:
 
     @classmethod
     def load(cls, directory: str | Path) -> "AsrSystem":
+        """Read a model directory written by ``save``, checking its manifest first.
+
+        Raises
+        ------
+        ModelError
+            naming the file that is missing, altered (checksum), of another format version,
+            or inconsistent with the others.
+        """
         directory = Path(directory)
         if not directory.is_dir():
             raise ModelError(directory, "model directory not found")
-        manifest = read_json(directory / "manifest.json")
+        manifest_path = directory / "manifest.json"
+        manifest = read_json(manifest_path)
+        if not isinstance(manifest, dict):
+            raise ModelError(manifest_path, f"expected a JSON object, got "
+                             f"{type(manifest).__name__}")
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise ModelError(directory / "manifest.json", f"format version "
+            raise ModelError(manifest_path, f"format version "
                              f"{manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
-        for name, digest in sorted(manifest.get("files", {}).items()):
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise ModelError(manifest_path, "expected 'files': {relative path: sha256}")
+        unlisted = sorted(set(REQUIRED_FILES) - set(files))
+        if unlisted or not any(name.startswith("acoustic/") for name in files):
+            first = unlisted[0] if unlisted else "acoustic/"
+            raise ModelError(manifest_path, f"does not list {first}; expected every file of "
+                             "the model directory with its sha256")
+        for name, digest in sorted(files.items()):
+            parts = PurePosixPath(name).parts
+            if PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
+                raise ModelError(manifest_path, f"file name {name!r} points outside the model "
+                                 "directory")
             path = directory / name
             if not path.is_file():
                 raise ModelError(path, "missing model file listed in manifest.json")

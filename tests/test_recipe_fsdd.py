@@ -33,7 +33,7 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     assert results["mono"]["isolated"]["words"] == 250
     assert results["mono"]["isolated"]["wer"] <= 4.0
     assert results["tri"]["isolated"]["wer"] <= 4.0
-    assert results["mono"]["connected"]["wer"] <= 20.0
+    assert results["tri"]["connected"]["wer"] <= 20.0  # the monophone sees isolated digits only
     md = (fsdd_run / "results/fsdd/RESULTS.md").read_text()
     assert "| mono |" in md and "%WER" in md
     assert (fsdd_run / "results/fsdd/wer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

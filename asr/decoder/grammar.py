@@ -59,7 +59,7 @@ def read_arpa(path: str | Path, words: list[str]) -> Grammar:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # only \n ends a line
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(path, f"cannot read ARPA file: {exc}") from None
     counts: dict[int, int] = {}

@@ -3,21 +3,25 @@
     feats.npy     (total_frames, D) float32: every utterance's frames, one after another
     feats.index   one line per utterance, sorted by id: ``utt_id offset num_frames``
     config.json   the FeatureConfig that made them
+    skipped       (only when computed with ``skip_bad``) ``utt_id error`` of each utterance
+                  whose audio could not be used, e.g. with a recipe's ``--skip-bad-utts``
 
 The index is plain text a person can read (``head feats.index``); the matrix loads without
-pickle and can be memory-mapped, so reading an archive costs nothing until frames are used.
+pickle and is memory-mapped, so it is read from disk once (to check that every value is
+finite) and never copied.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
+from asr.audio import read_wav
 from asr.errors import AudioError, DataError, SettingsError
 from asr.features.config import FeatureConfig
 from asr.features.frontend import compute_features
@@ -27,10 +31,13 @@ from asr.settings import from_dict
 MATRIX_NAME = "feats.npy"
 INDEX_NAME = "feats.index"
 CONFIG_NAME = "config.json"
+SKIPPED_NAME = "skipped"
+
+log = logging.getLogger(__name__)
 
 
 def write_archive(directory: str | Path, feats: Mapping[str, np.ndarray],
-                  cfg: FeatureConfig) -> None:
+                  cfg: FeatureConfig, skipped: str | None = None) -> None:
     """Write ``feats`` as an archive at ``directory``, atomically (all or nothing).
 
     Parameters
@@ -39,6 +46,7 @@ def write_archive(directory: str | Path, feats: Mapping[str, np.ndarray],
     feats : utterance id -> (T_u, D) array; every array has the same D. Ids must be non-empty
         and free of whitespace.
     cfg : the settings that made the features, saved as ``config.json``.
+    skipped : when given, written as the ``skipped`` file (see ``compute_archive``).
     """
     utts = sorted(feats)
     shapes = {np.shape(feats[utt]) for utt in utts}
@@ -58,6 +66,8 @@ def write_archive(directory: str | Path, feats: Mapping[str, np.ndarray],
         np.save(tmp / MATRIX_NAME, matrix, allow_pickle=False)
         write_text(tmp / INDEX_NAME, index)
         write_json(tmp / CONFIG_NAME, dataclasses.asdict(cfg))
+        if skipped is not None:
+            write_text(tmp / SKIPPED_NAME, skipped)
 
 
 def read_archive(directory: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
@@ -75,7 +85,9 @@ def read_archive(directory: str | Path, mmap: bool = True) -> dict[str, np.ndarr
     Raises
     ------
     DataError
-        naming the file (and the line of ``feats.index``) that is missing or malformed.
+        naming the file (and the line of ``feats.index``) that is missing or malformed, or
+        the line of an utterance whose frames hold NaN or Inf (every frame is checked once,
+        so reading an archive reads all of ``feats.npy``).
     """
     directory = Path(directory)
     index_path, matrix_path = directory / INDEX_NAME, directory / MATRIX_NAME
@@ -112,6 +124,11 @@ def read_archive(directory: str | Path, mmap: bool = True) -> dict[str, np.ndarr
             raise DataError(index_path, f"utterance {utt!r} is a duplicate or out of order; "
                             "ids must be unique and sorted", number)
         feats[utt] = matrix[offset:offset + length]
+        if not np.isfinite(feats[utt]).all():
+            bad = int(np.count_nonzero(~np.isfinite(feats[utt])))
+            raise DataError(index_path, f"the frames of utterance {utt!r} in {MATRIX_NAME} hold "
+                            f"{bad} NaN or Inf values; expected finite features (recompute the "
+                            "archive)", number)
         previous = utt
     return feats
 
@@ -135,30 +152,9 @@ def read_archive_config(directory: str | Path) -> FeatureConfig:
         raise DataError(path, exc.message) from None
 
 
-def _read_wav(path: str | Path, rate: int) -> np.ndarray:
-    """(num_samples,) float32 samples in [-1, 1] of a mono file at ``rate`` Hz.
-
-    Raises AudioError naming the file if it is missing, unreadable, not mono or at another
-    sample rate.
-    """
-    if not Path(path).is_file():
-        raise AudioError(path, "no such audio file")
-    try:
-        samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except sf.LibsndfileError as exc:
-        raise AudioError(path, f"cannot read audio: {exc.error_string}") from None
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise AudioError(path, f"cannot read audio: {exc}") from None
-    if samples.shape[1] != 1:
-        raise AudioError(path, f"expected mono audio, found {samples.shape[1]} channels")
-    if file_rate != rate:
-        raise AudioError(path, f"sample rate is {file_rate} Hz, expected {rate} Hz "
-                         "(the features' sample_rate)")
-    return samples[:, 0]
-
-
 def compute_archive_in_memory(wav_paths: Mapping[str, str | Path], cfg: FeatureConfig,
-                              progress: bool = True) -> dict[str, np.ndarray]:
+                              progress: bool = True, skip_bad: bool = False,
+                              skipped: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """The features of every utterance, as ``read_archive`` would return them, unwritten.
 
     Parameters
@@ -166,6 +162,9 @@ def compute_archive_in_memory(wav_paths: Mapping[str, str | Path], cfg: FeatureC
     wav_paths : utterance id -> path of a mono audio file at ``cfg.sample_rate``.
     cfg : the front-end settings.
     progress : show a progress bar.
+    skip_bad : leave out (and log) each utterance whose audio cannot be used, instead of
+        stopping at the first.
+    skipped : when given, filled with utterance id -> the error of each one left out.
 
     Returns
     -------
@@ -174,17 +173,48 @@ def compute_archive_in_memory(wav_paths: Mapping[str, str | Path], cfg: FeatureC
     Raises
     ------
     AudioError
-        naming the first file that is missing, unreadable, not mono or at another rate.
+        naming the first file that is missing, unreadable, truncated, empty, not mono, at
+        another rate, all zero or not finite (see ``asr.audio.read_wav``), unless
+        ``skip_bad``.
     """
-    return {utt: compute_features(_read_wav(wav_paths[utt], cfg.sample_rate), cfg)
-            for utt in tqdm(sorted(wav_paths), desc="features", unit="utt", disable=not progress)}
+    feats = {}
+    for utt in tqdm(sorted(wav_paths), desc="features", unit="utt", disable=not progress):
+        try:
+            samples, _ = read_wav(wav_paths[utt], expected_rate=cfg.sample_rate)
+        except AudioError as exc:
+            if not skip_bad:
+                raise
+            log.warning("skipping utterance %s: %s", utt, exc)
+            if skipped is not None:
+                skipped[utt] = str(exc)
+            continue
+        feats[utt] = compute_features(samples, cfg)
+    return feats
 
 
 def compute_archive(wav_paths: Mapping[str, str | Path], cfg: FeatureConfig,
-                    directory: str | Path, progress: bool = True) -> None:
+                    directory: str | Path, progress: bool = True, skip_bad: bool = False) -> int:
     """Compute the features of every utterance and write them as an archive at ``directory``.
 
-    The archive is written atomically (replacing any old one) only if every file could be
-    read; an AudioError names the first that could not (see ``compute_archive_in_memory``).
+    The archive is written atomically (replacing any old one). Without ``skip_bad`` it is
+    written only if every file could be read; an AudioError names the first that could not
+    (see ``compute_archive_in_memory``). With ``skip_bad`` such utterances are left out,
+    each logged as a warning, and listed in ``directory/skipped`` (``<utt-id> <error>`` per
+    line, sorted; empty when none was skipped).
+
+    Returns
+    -------
+    int : the number of utterances skipped.
     """
-    write_archive(directory, compute_archive_in_memory(wav_paths, cfg, progress), cfg)
+    skipped: dict[str, str] = {}
+    feats = compute_archive_in_memory(wav_paths, cfg, progress, skip_bad, skipped)
+    if skipped and not feats:
+        raise AudioError(directory, f"none of the {len(wav_paths)} audio files could be used; "
+                         f"the first error: {skipped[min(skipped)]}")
+    if skipped:
+        log.warning("%s: skipped %d of %d utterances whose audio could not be used (listed in "
+                    "%s)", directory, len(skipped), len(wav_paths), Path(directory) / SKIPPED_NAME)
+    write_archive(directory, feats, cfg,
+                  skipped="".join(f"{u} {' '.join(skipped[u].split())}\n" for u in sorted(skipped))
+                  if skip_bad else None)
+    return len(skipped)

@@ -8,11 +8,22 @@ Only plain types, so the settings fill from a TOML table and save with
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 KINDS = ("mfcc", "fbank")
 WINDOWS = ("povey", "hamming", "hanning", "rectangular", "blackman")
 CMVN_MODES = ("none", "utterance", "speaker")
+FLOAT_FIELDS = ("frame_length_ms", "frame_shift_ms", "dither", "preemphasis", "low_freq",
+                "high_freq", "cepstral_lifter", "energy_floor")
+
+# Bounds far beyond any speech front end, so that a mistyped setting is refused at once
+# instead of asking for gigabytes of filterbank or delta filters.
+MAX_SAMPLE_RATE = 768_000       # Hz
+MAX_WINDOW_SIZE = 1 << 15       # samples per frame
+MAX_MEL_BINS = 512
+MAX_DELTAS = 4
+MAX_CONTEXT = 100               # delta_window, splice_left, splice_right
 
 
 @dataclass
@@ -83,10 +94,14 @@ class FeatureConfig:
             if not ok:
                 raise ValueError(message)
 
+        for name in FLOAT_FIELDS:
+            value = getattr(self, name)
+            check(math.isfinite(value), f"{name} must be a finite number, got {value}")
+        check(0 < self.sample_rate <= MAX_SAMPLE_RATE,
+              f"sample_rate must be in [1, {MAX_SAMPLE_RATE}] Hz, got {self.sample_rate}")
         check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
         check(self.window in WINDOWS, f"window must be one of {WINDOWS}, got {self.window!r}")
         check(self.cmvn in CMVN_MODES, f"cmvn must be one of {CMVN_MODES}, got {self.cmvn!r}")
-        check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
         check(self.frame_shift_ms > 0 and self.frame_length_ms > 0,
               f"frame_length_ms and frame_shift_ms must be positive, got "
               f"{self.frame_length_ms} and {self.frame_shift_ms}")
@@ -94,12 +109,19 @@ class FeatureConfig:
               f"{self.window_size} samples at {self.sample_rate} Hz; at least 2 are needed")
         check(self.window_shift >= 1, f"frame_shift_ms={self.frame_shift_ms} gives no whole "
               f"sample at {self.sample_rate} Hz")
+        check(self.window_size <= MAX_WINDOW_SIZE, f"frame_length_ms={self.frame_length_ms} "
+              f"gives {self.window_size} samples at {self.sample_rate} Hz; at most "
+              f"{MAX_WINDOW_SIZE} are supported")
         check(self.padded_size % 2 == 0, f"a frame of {self.window_size} samples is odd; set "
               "round_to_power_of_two = true or change frame_length_ms")
         check(self.dither >= 0, f"dither must be >= 0, got {self.dither}")
         check(0.0 <= self.preemphasis <= 1.0,
               f"preemphasis must be in [0, 1], got {self.preemphasis}")
-        check(self.num_mel_bins >= 3, f"num_mel_bins must be >= 3, got {self.num_mel_bins}")
+        limit = min(MAX_MEL_BINS, self.padded_size // 2)
+        check(3 <= self.num_mel_bins <= limit,
+              f"num_mel_bins must be in [3, {limit}], got {self.num_mel_bins} (at most "
+              f"{MAX_MEL_BINS}; more than half the {self.padded_size}-point FFT would leave a "
+              "bin with no FFT bin)")
         nyquist = 0.5 * self.sample_rate
         check(0.0 <= self.low_freq < nyquist,
               f"low_freq must be in [0, {nyquist}) Hz, got {self.low_freq}")
@@ -111,11 +133,13 @@ class FeatureConfig:
         check(self.cepstral_lifter >= 0,
               f"cepstral_lifter must be >= 0, got {self.cepstral_lifter}")
         check(self.energy_floor >= 0, f"energy_floor must be >= 0, got {self.energy_floor}")
-        check(self.deltas >= 0, f"deltas must be >= 0, got {self.deltas}")
-        check(self.delta_window >= 1, f"delta_window must be >= 1, got {self.delta_window}")
-        check(self.splice_left >= 0 and self.splice_right >= 0,
-              f"splice_left and splice_right must be >= 0, got {self.splice_left} and "
-              f"{self.splice_right}")
+        check(0 <= self.deltas <= MAX_DELTAS,
+              f"deltas must be in [0, {MAX_DELTAS}], got {self.deltas}")
+        check(1 <= self.delta_window <= MAX_CONTEXT,
+              f"delta_window must be in [1, {MAX_CONTEXT}], got {self.delta_window}")
+        check(0 <= self.splice_left <= MAX_CONTEXT and 0 <= self.splice_right <= MAX_CONTEXT,
+              f"splice_left and splice_right must be in [0, {MAX_CONTEXT}], got "
+              f"{self.splice_left} and {self.splice_right}")
         from asr.features.frontend import mel_banks  # here: the front end imports this module
 
         mel_banks(self.num_mel_bins, self.padded_size, float(self.sample_rate),

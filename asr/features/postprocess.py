@@ -160,7 +160,20 @@ def apply_pipeline(feats: dict[str, np.ndarray], cfg: FeatureConfig,
     Returns
     -------
     utterance id -> (T, cfg.dim) float32 array, same keys and order as ``feats``.
+
+    Raises
+    ------
+    DataError
+        naming the first utterance whose features hold NaN or Inf (one such utterance
+        would spoil its speaker's CMVN statistics and every model trained on them).
     """
+    for utt, mat in feats.items():
+        finite = np.isfinite(mat)
+        if not finite.all():
+            frame = int(np.argmin(finite.all(axis=-1))) if np.ndim(mat) == 2 else 0
+            raise DataError(None, f"features of utterance {utt!r} hold "
+                            f"{int(np.count_nonzero(~finite))} NaN or Inf values (first in "
+                            f"frame {frame}); expected finite features")
     stats: dict[str, np.ndarray] = {}
     if cfg.cmvn == "utterance":
         stats = {utt: cmvn_stats(mat) for utt, mat in feats.items()}
