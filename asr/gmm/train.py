@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asr.decoder.decoder import align
+from asr.errors import DataError
 from asr.gmm.diag_gmm import DiagGmm
 from asr.gmm.stats import GmmStats
 from asr.gmm.update import mle_update, split_gaussians
@@ -109,13 +110,13 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
         realign = not baum_welch and (not alignments or it in cfg.realign_iters)
         loglik = gmm.log_likelihoods(feats) if baum_welch or realign else None
         frames, pdfs, weights = [], [], []
-        total_ll, failed = 0.0, 0
+        total_ll, failed = 0.0, []
         for i, u in enumerate(utts):
             graph, lo, hi = graphs[u.utt], offsets[i], offsets[i + 1]
             if baum_welch:
                 post = forward_backward(graph, tm, loglik[lo:hi])
                 if not np.isfinite(post.log_likelihood):
-                    failed += 1
+                    failed.append(u.utt)
                     continue
                 t, n = np.nonzero(post.node_posteriors > cfg.min_posterior)
                 frames.append(lo + t)
@@ -129,7 +130,7 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
                                  cfg.align_beam, cfg.align_retry_beam)
                     if path is None:
                         alignments.pop(u.utt, None)
-                        failed += 1
+                        failed.append(u.utt)
                         continue
                     alignments[u.utt] = path
                 path = alignments.get(u.utt)
@@ -139,6 +140,10 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
                 pdfs.append(graph.pdf[path])
                 weights.append(np.ones(hi - lo))
                 tcounts += path_transition_counts(graph, path, num_tids)
+        if not frames:
+            raise DataError(None, f"no training utterance fits its graph (e.g. "
+                            f"{', '.join(failed[:3])}): utterances shorter than their HMM "
+                            "paths, or features that do not match the model")
         stats = GmmStats(gmm.num_gauss, gmm.dim)
         stats.accumulate(gmm, feats, np.concatenate(frames), np.concatenate(pdfs),
                          np.concatenate(weights))
@@ -147,8 +152,9 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
         else:
             history.append(stats.log_likelihood / max(stats.frames, 1.0))
         if failed:
-            log.warning("iteration %d: %d of %d utterances had no path through their graph",
-                        it, failed, len(utts))
+            log.warning("iteration %d: %d of %d utterances had no path through their graph "
+                        "and were skipped (%s)", it, len(failed), len(utts),
+                        ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
         gmm = mle_update(gmm, stats, var_floor, cfg.min_gaussian_occ)
         tm.update(tcounts)
         if it <= cfg.mixup_iters and mixup_step > 0:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from asr.errors import DataError
 from asr.hmm.transitions import FORWARD, LOOP, TransitionModel
 from asr.hmm.tree import ContextTree
 from asr.lexicon import Lexicon
@@ -163,6 +164,9 @@ def training_graph(words: list[str], lexicon: Lexicon, tree: ContextTree, tm: Tr
 
     Every pronunciation of a word is a parallel path.
     """
+    missing = [w for w in words if w not in lexicon.prons]
+    if missing:
+        raise DataError(None, f"transcript word {missing[0]!r} is not in the lexicon")
     b = GraphBuilder(lexicon, tree, tm)
     index = lexicon.word_index
     log_sil, log_nosil = np.log(silence_prob), np.log1p(-silence_prob)

@@ -121,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     s = resolve_settings(args, Settings)
     seed_everything(s.seed)
     progress = not args.no_progress
-    ex = Experiment("fsdd", args.data, args.exp, args.results, s.features, progress)
+    ex = Experiment("fsdd", args.data, args.exp, args.results, s.features, progress,
+                    skip_bad=args.skip_bad_utts)
     ex_dnn = Experiment("fsdd", args.data, args.exp, args.results, s.dnn_features, progress,
-                        feats_name="feats_dnn")
+                        feats_name="feats_dnn", skip_bad=args.skip_bad_utts)
     folds = Folds(s)
     setup_logging(ex.exp / "run.log")
     write_settings(ex.exp, s)
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def mono():
         def train_one(fold):
-            utts = ex.utterances(f"{fold}/train")
+            utts = ex.utterances(f"{fold}/train", vocabulary=lexicon.words)
             if s.mono_on_isolated:
                 utts = [u for u in utts if len(u.words) == 1]
             return train_monophone(utts, lexicon, s.features, s.hmm, s.mono,
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     stages += [Stage(4, "hmmlearn", hmmlearn)] if "hmmlearn" in systems else []
     stages += [Stage(5, "dnn", dnn)] if "dnn" in systems else []
     stages += [Stage(6, "decode", decode), Stage(7, "results", results)]
-    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force)
+    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
+               clean=[ex.data, ex.results])
     return 0
 
 

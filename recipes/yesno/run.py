@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = resolve_settings(args, Settings)
     seed_everything(settings.seed)
     ex = Experiment("yesno", args.data, args.exp, args.results, settings.features,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, skip_bad=args.skip_bad_utts)
     setup_logging(ex.exp / "run.log")
     write_settings(ex.exp, settings)
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def train():
         lexicon = Lexicon.load(ROOT / settings.lexicon)
-        utts = ex.utterances("train")
+        utts = ex.utterances("train", vocabulary=lexicon.words)
         system, _ = train_monophone(utts, lexicon, settings.features, settings.hmm,
                                     settings.mono, settings.decode, progress=not args.no_progress)
         system.save(ex.system_dir("mono"))
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = [Stage(0, "data", data), Stage(1, "features", features), Stage(2, "train_mono", train),
               Stage(3, "decode", decode), Stage(4, "results", results)]
-    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force)
+    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
+               clean=[ex.data, ex.results])
     return 0
 
 
