@@ -44,6 +44,33 @@ def seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
+_TASKS: list[Callable[[], object]] = []
+
+
+def _run_task(index: int) -> object:
+    return _TASKS[index]()
+
+
+def run_parallel(tasks: list[Callable[[], object]], jobs: int) -> list[object]:
+    """Run independent tasks (e.g. one per fold) in ``jobs`` forked worker processes.
+
+    Tasks are closures: the workers inherit them by forking, so only their indices and
+    (small, plain) return values cross between processes. With ``jobs <= 1`` they run here.
+    Tasks must not need threads started before the fork (torch training stays serial).
+    """
+    if jobs <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    import multiprocessing
+
+    global _TASKS
+    _TASKS = list(tasks)
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            return pool.map(_run_task, range(len(tasks)), chunksize=1)
+    finally:
+        _TASKS = []
+
+
 def recipe_arguments(description: str, default_settings: Path) -> argparse.ArgumentParser:
     """The command line every recipe shares."""
     p = argparse.ArgumentParser(description=description)

@@ -29,7 +29,8 @@ from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
 from asr.nnet import NnetConfig, pdf_targets, train_hybrid
 from asr.recipe import (Stage, machine_description, recipe_arguments, resolve_settings,
-                        run_stages, seed_everything, setup_logging, write_settings)
+                        run_parallel, run_stages, seed_everything, setup_logging,
+                        write_settings)
 from asr.results import (load_results, plot_curves, plot_results, update_results,
                          write_results_md)
 from asr.scoring import compute_wer
@@ -56,6 +57,7 @@ class Settings:
     lexicon: str = "data/lexicons/digits.txt"
     systems: list[str] = field(default_factory=lambda: ["mono", "tri", "hmmlearn", "dnn"])
     mono_on_isolated: bool = True
+    jobs: int = 2                       # folds trained at once (GMM and hmmlearn stages)
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     hmm: HmmConfig = field(default_factory=HmmConfig)
@@ -152,21 +154,23 @@ def main(argv: list[str] | None = None) -> int:
                       recordings_for_babble=ex.data / "isolated/train", kinds=c.noise_kinds,
                       snrs=c.snrs, seed=s.seed)
         for fold in folds.names:
-            DataDir.combine(DataDir.load(ex.data / p) for p in folds.train_parts(fold)).save(
-                ex.data / fold / "train")
+            DataDir.combine(_cmvn_speakers(DataDir.load(ex.data / p), p)
+                            for p in folds.train_parts(fold)).save(ex.data / fold / "train")
 
     def features():
         for name in folds.all_data_sets():
             ex.make_features(name)
 
-    def per_fold(system: str, train_one):
-        for fold in folds.names:
-            out = ex.system_dir(f"{fold}/{system}")
-            if (out / "manifest.json").exists():
-                continue  # finished before an interruption
+    def per_fold(system: str, train_one, jobs: int = s.jobs):
+        def task(fold):
             start = time.perf_counter()
-            train_one(fold).save(out)
-            timed(f"train/{fold}/{system}", time.perf_counter() - start)
+            train_one(fold).save(ex.system_dir(f"{fold}/{system}"))
+            return time.perf_counter() - start
+        todo = [fold for fold in folds.names  # folds finished before an interruption stay
+                if not (ex.system_dir(f"{fold}/{system}") / "manifest.json").exists()]
+        seconds = run_parallel([lambda fold=fold: task(fold) for fold in todo], jobs)
+        for fold, sec in zip(todo, seconds):
+            timed(f"train/{fold}/{system}", sec)
 
     lexicon = Lexicon.load(ROOT / s.lexicon)
 
@@ -195,21 +199,21 @@ def main(argv: list[str] | None = None) -> int:
             ex_dnn.make_features(f"{fold}/train")
             for t in folds.tests(fold):
                 ex_dnn.make_features(t.data)
-        per_fold("dnn", train_one)
+        per_fold("dnn", train_one, jobs=1)  # torch trains in this process
 
     def hmmlearn():
-        for fold in folds.names:
-            for t in folds.tests(fold):
-                if not t.isolated:
-                    continue
-                train, test = ex.data_dir(f"{fold}/train"), ex.data_dir(t.data)
-                iso_train = train.subset(u for u in train.utts if len(train.text[u]) == 1)
-                hyps, fit_s, dec_s = run_baseline(iso_train, test, s.features, s.hmmlearn,
-                                                  progress=progress)
-                result = compute_wer(test.text, hyps, f"exp/fsdd/{fold}/hmmlearn/decode_{t.column}")
-                update_results(ex.results / "results.json", "hmmlearn", t.column, result)
-                timed(f"train/{fold}/hmmlearn", fit_s)
-                timed(f"decode/{fold}/hmmlearn/{t.column}", dec_s)
+        def task(fold, t):
+            train, test = ex.data_dir(f"{fold}/train"), ex.data_dir(t.data)
+            iso_train = train.subset(u for u in train.utts if len(train.text[u]) == 1)
+            return run_baseline(iso_train, test, s.features, s.hmmlearn, progress=progress)
+        jobs = [(fold, t) for fold in folds.names for t in folds.tests(fold) if t.isolated]
+        outputs = run_parallel([lambda fold=fold, t=t: task(fold, t) for fold, t in jobs], s.jobs)
+        for (fold, t), (hyps, fit_s, dec_s) in zip(jobs, outputs):
+            test = ex.data_dir(t.data)
+            result = compute_wer(test.text, hyps, f"exp/fsdd/{fold}/hmmlearn/decode_{t.column}")
+            update_results(ex.results / "results.json", "hmmlearn", t.column, result)
+            timed(f"train/{fold}/hmmlearn", fit_s)
+            timed(f"decode/{fold}/hmmlearn/{t.column}", dec_s)
 
     def decode():
         for fold in folds.names:
@@ -263,6 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
                clean=[ex.data, ex.results])
     return 0
+
+
+def _cmvn_speakers(data: DataDir, part: str) -> DataDir:
+    """Give connected recordings speaker ids of their own ("jackson-connected").
+
+    Per-speaker CMVN pools a speaker's utterances; connected strings hold far more silence
+    than the trimmed isolated recordings, so pooling both would give statistics that match
+    neither kind of test set.
+    """
+    if not part.startswith("connected"):
+        return data
+    return DataDir(data.wavs, data.text, {u: f"{spk}-connected" for u, spk in data.utt2spk.items()})
 
 
 def _columns(ex: Experiment) -> set[str]:
