@@ -48,7 +48,10 @@ _TASKS: list[Callable[[], object]] = []
 
 
 def _run_task(index: int) -> object:
-    return _TASKS[index]()
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # one BLAS thread per worker: no oversubscription
+        return _TASKS[index]()
 
 
 def run_parallel(tasks: list[Callable[[], object]], jobs: int) -> list[object]:
