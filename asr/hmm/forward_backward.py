@@ -1,9 +1,7 @@
-"""Forward-backward over a graph of HMM states (compiled with numba).
+"""Log-space forward-backward over a graph of HMM states (compiled with numba).
 
-Scores enter and leave in log space; inside, each frame's forward and backward vectors are
-rescaled by their maximum with the scale kept as a log (so nothing under- or overflows),
-which turns the per-arc work into multiply-adds. The hot loops run over arcs, so a
-left-to-right training graph costs O(T * arcs), not O(T * N^2) as with a dense matrix.
+The hot loops run over arcs, so a left-to-right training graph costs O(T * arcs), not
+O(T * N^2) as with a dense transition matrix.
 """
 from __future__ import annotations
 
@@ -18,113 +16,62 @@ from asr.hmm.transitions import TransitionModel
 NEG_INF = -np.inf
 
 
-@numba.njit(cache=True)
-def _rescale(values, loglik_row, pdf, out):
-    """out[j] = values[j] * exp(loglik_row[pdf[j]]) / max_j(...); returns log of that max.
-
-    Works on logs only per node, so nothing under- or overflows whatever the scale.
-    """
-    n = values.shape[0]
-    peak = -np.inf
-    for j in range(n):
-        if values[j] > 0.0:
-            v = np.log(values[j]) + loglik_row[pdf[j]]
-            out[j] = v
-            if v > peak:
-                peak = v
-        else:
-            out[j] = -np.inf
-    for j in range(n):
-        out[j] = np.exp(out[j] - peak) if out[j] > -np.inf else 0.0
-    return peak
+@numba.njit(cache=True, inline="always")
+def _logadd(a, b):
+    if a == -np.inf:
+        return b
+    if b == -np.inf:
+        return a
+    if a > b:
+        return a + np.log1p(np.exp(b - a))
+    return b + np.log1p(np.exp(a - b))
 
 
 @numba.njit(cache=True)
 def _forward_backward(loglik, pdf, src, dst, w, start, final):
-    """Forward-backward with per-frame rescaling; every scale factor is kept as a log.
-
-    alpha[t] and beta[t] are stored divided by their frame maximum, so the recursions are
-    plain multiply-adds over arcs (no log-add per arc); the log-likelihood is the sum of
-    the logs of the scale factors.
-    """
     T = loglik.shape[0]
     N = pdf.shape[0]
     A = src.shape[0]
-    W = np.exp(w)
-    alpha = np.zeros((T, N))
-    log_scale = 0.0
-    tmp = np.empty(N)
+    alpha = np.full((T, N), -np.inf)
     for j in range(N):
-        tmp[j] = np.exp(start[j]) if start[j] > -np.inf else 0.0
-    # Start weights may be tiny; rescale them in log space too.
-    smax = -np.inf
-    for j in range(N):
-        if start[j] > smax:
-            smax = start[j]
-    if smax == -np.inf:
-        return -np.inf, np.zeros((T, N)), np.zeros(A), np.zeros(N)
-    for j in range(N):
-        tmp[j] = np.exp(start[j] - smax) if start[j] > -np.inf else 0.0
-    log_scale = smax + _rescale(tmp, loglik[0], pdf, alpha[0])
+        if start[j] > -np.inf:
+            alpha[0, j] = start[j] + loglik[0, pdf[j]]
     for t in range(1, T):
-        tmp[:] = 0.0
         for a in range(A):
-            tmp[dst[a]] += alpha[t - 1, src[a]] * W[a]
-        peak = _rescale(tmp, loglik[t], pdf, alpha[t])
-        if peak == -np.inf:
-            return -np.inf, np.zeros((T, N)), np.zeros(A), np.zeros(N)
-        log_scale += peak
-    fmax = -np.inf
+            s = alpha[t - 1, src[a]]
+            if s > -np.inf:
+                alpha[t, dst[a]] = _logadd(alpha[t, dst[a]], s + w[a])
+        for j in range(N):
+            if alpha[t, j] > -np.inf:
+                alpha[t, j] += loglik[t, pdf[j]]
+    total = -np.inf
     for j in range(N):
-        if final[j] > fmax:
-            fmax = final[j]
-    end = 0.0
+        total = _logadd(total, alpha[T - 1, j] + final[j])
+    beta = np.full((T, N), -np.inf)
     for j in range(N):
-        if final[j] > -np.inf:
-            end += alpha[T - 1, j] * np.exp(final[j] - fmax)
-    if end <= 0.0 or fmax == -np.inf:
-        return -np.inf, np.zeros((T, N)), np.zeros(A), np.zeros(N)
-    total = log_scale + fmax + np.log(end)
-
-    beta = np.zeros((T, N))
-    for j in range(N):
-        beta[T - 1, j] = np.exp(final[j] - fmax) if final[j] > -np.inf else 0.0
-    gamma = np.zeros((T, N))
+        beta[T - 1, j] = final[j]
     arc_counts = np.zeros(A)
-    final_counts = np.zeros(N)
-    g = np.empty(N)
-    xi = np.empty(A)
-    z = 0.0
-    for j in range(N):
-        gamma[T - 1, j] = alpha[T - 1, j] * beta[T - 1, j]
-        z += gamma[T - 1, j]
-    for j in range(N):
-        gamma[T - 1, j] /= z
-        final_counts[j] = gamma[T - 1, j]
     for t in range(T - 2, -1, -1):
-        # g = emission(t+1) * beta(t+1), rescaled; then beta(t) and the arc posteriors.
-        _rescale(beta[t + 1], loglik[t + 1], pdf, g)
-        tmp[:] = 0.0
-        zx = 0.0
         for a in range(A):
-            v = W[a] * g[dst[a]]
-            tmp[src[a]] += v
-            xi[a] = alpha[t, src[a]] * v
-            zx += xi[a]
-        for a in range(A):
-            arc_counts[a] += xi[a] / zx
-        bmax = 0.0
+            nb = beta[t + 1, dst[a]]
+            if nb == -np.inf:
+                continue
+            v = w[a] + loglik[t + 1, pdf[dst[a]]] + nb
+            beta[t, src[a]] = _logadd(beta[t, src[a]], v)
+            f = alpha[t, src[a]]
+            if f > -np.inf:
+                arc_counts[a] += np.exp(f + v - total)
+    gamma = np.zeros((T, N))
+    for t in range(T):
         for j in range(N):
-            if tmp[j] > bmax:
-                bmax = tmp[j]
-        # Posteriors of frame t: alpha * beta, normalised (every frame's sum is P(O)).
-        z = 0.0
-        for j in range(N):
-            beta[t, j] = tmp[j] / bmax
-            gamma[t, j] = alpha[t, j] * beta[t, j]
-            z += gamma[t, j]
-        for j in range(N):
-            gamma[t, j] /= z
+            v = alpha[t, j] + beta[t, j]
+            if v > -np.inf:
+                gamma[t, j] = np.exp(v - total)
+    final_counts = np.zeros(N)
+    for j in range(N):
+        v = alpha[T - 1, j] + final[j]
+        if v > -np.inf:
+            final_counts[j] = np.exp(v - total)
     return total, gamma, arc_counts, final_counts
 
 
