@@ -54,6 +54,17 @@ def _run_task(index: int) -> object:
         return _TASKS[index]()
 
 
+def _die_with_parent() -> None:
+    """Worker initialiser: end this worker if the recipe process is killed (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_parallel(tasks: list[Callable[[], object]], jobs: int) -> list[object]:
     """Run independent tasks (e.g. one per fold) in ``jobs`` forked worker processes.
 
@@ -68,7 +79,8 @@ def run_parallel(tasks: list[Callable[[], object]], jobs: int) -> list[object]:
     global _TASKS
     _TASKS = list(tasks)
     try:
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)),
+                                                      initializer=_die_with_parent) as pool:
             return pool.map(_run_task, range(len(tasks)), chunksize=1)
     finally:
         _TASKS = []
