@@ -25,7 +25,6 @@ from asr.evaluate import decode_and_score
 from asr.errors import DataError
 from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_archive
 from asr.features.archive import INDEX_NAME
-from asr.fileio import write_json
 from asr.gmm.train import Utterance
 from asr.results import update_results
 from asr.system import AsrSystem
@@ -136,6 +135,3 @@ class Experiment:
         update_results(self.results / "results.json", row or system, column, result)
         return seconds
 
-    def record(self, name: str, values: dict) -> None:
-        """Write ``exp/<corpus>/<name>.json`` (timings and other measurements of a run)."""
-        write_json(self.exp / f"{name}.json", values)

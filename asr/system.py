@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 
 from asr.decoder import Decoder, DecoderConfig, decoding_graph, make_grammar
 from asr.errors import ModelError
@@ -134,11 +132,3 @@ class AsrSystem:
         grammar = make_grammar(cfg.grammar, self.lexicon.words, base_dir)
         graph = decoding_graph(grammar, self.lexicon, self.tree, self.tm, cfg.silence_prob)
         return Decoder(graph, self.tm, grammar.words, cfg)
-
-
-def describe(directory: str | Path) -> dict:
-    """The manifest of a model directory (for ``asr info``)."""
-    return json.loads((Path(directory) / "manifest.json").read_text())
-
-
-__all__ = ["AsrSystem", "FORMAT_VERSION", "describe"]

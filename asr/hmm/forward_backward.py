@@ -98,11 +98,6 @@ class Posteriors:
                               minlength=num_tids)
         return counts
 
-    def pdf_posteriors(self, graph: Graph, num_pdfs: int) -> np.ndarray:
-        """Occupation probability of each pdf per frame, shape (T, num_pdfs)."""
-        out = np.zeros((self.node_posteriors.shape[0], num_pdfs))
-        np.add.at(out.T, graph.pdf, self.node_posteriors.T)
-        return out
 
 
 def forward_backward(graph: Graph, tm: TransitionModel, loglik: np.ndarray) -> Posteriors:

@@ -91,15 +91,12 @@ class GraphBuilder:
         self.arcs: list[tuple[int, int, int, float, float]] = []
         self.start: dict[int, tuple[float, float]] = {}
         self.final: dict[int, tuple[float, float]] = {}
-        self._chains: dict[tuple, tuple[int, int]] = {}
 
-    def chain(self, phones: tuple[int, ...], word: int = -1, key=None) -> tuple[int, int]:
+    def chain(self, phones: tuple[int, ...], word: int = -1) -> tuple[int, int]:
         """Add the states of a phone sequence (word-internal triphone contexts).
 
-        Returns (first node, last node). ``key`` reuses an identical chain added before.
+        Returns (first node, last node).
         """
-        if key is not None and key in self._chains:
-            return self._chains[key]
         first = len(self.nodes)
         prev = -1
         for i, phone in enumerate(phones):
@@ -115,12 +112,10 @@ class GraphBuilder:
                 if prev >= 0:
                     self.arcs.append((prev, node, 2 * self.nodes[prev][1] + FORWARD, 0.0, 0.0))
                 prev = node
-        if key is not None:
-            self._chains[key] = (first, prev)
         return first, prev
 
-    def silence(self, key=None) -> tuple[int, int]:
-        return self.chain((0,), key=key)
+    def silence(self) -> tuple[int, int]:
+        return self.chain((0,))
 
     def link(self, src_last: int, dst_first: int, weight: float = 0.0, lm: float = 0.0) -> None:
         """Arc from the last node of one chain to the first node of another (an exit)."""

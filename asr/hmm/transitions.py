@@ -62,11 +62,6 @@ class TransitionModel:
     def tstate(self, phone: int, state: int) -> int:
         return int(self.offsets[phone] + state)
 
-    def tstate_info(self, tstate: int) -> tuple[int, int]:
-        """(phone, hmm state) of a transition state."""
-        phone = int(np.searchsorted(self.offsets, tstate, side="right") - 1)
-        return phone, int(tstate - self.offsets[phone])
-
     def transition_log_probs(self) -> np.ndarray:
         """(2 * num_tstates,) log probability of every transition id."""
         return self.log_probs.reshape(-1)

@@ -51,10 +51,6 @@ class ContextTree:
             node = self.nodes[node.yes if context[node.position] in node.phones else node.no]
         return node.pdf
 
-    def leaves(self, root: int) -> list[int]:
-        node = self.nodes[root]
-        return [node.pdf] if node.pdf >= 0 else self.leaves(node.yes) + self.leaves(node.no)
-
     def to_dict(self) -> dict:
         return {"roots": [[p, s, i] for (p, s), i in sorted(self.roots.items())],
                 "nodes": [[n.pdf, n.position, sorted(n.phones), n.yes, n.no] for n in self.nodes]}
