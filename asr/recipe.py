@@ -70,7 +70,8 @@ def run_parallel(tasks: list[Callable[[], object]], jobs: int) -> list[object]:
 
     Tasks are closures: the workers inherit them by forking, so only their indices and
     (small, plain) return values cross between processes. With ``jobs <= 1`` they run here.
-    Tasks must not need threads started before the fork (torch training stays serial).
+    Tasks must not need threads started before the fork; torch tasks set their own
+    thread count (see ``NnetConfig.num_threads``).
     """
     if jobs <= 1 or len(tasks) <= 1:
         return [task() for task in tasks]

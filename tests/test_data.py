@@ -17,9 +17,10 @@ import pytest
 import soundfile as sf
 
 from asr.audio import active_power, read_wav, signal_power, write_wav
-from asr.data import (DataDir, download, extract_archive, extract_tar, fix_data_dir, load_manifest,
-                      locate_corpus, plan_fsdd_connected, prepare_fsdd_connected,
-                      prepare_fsdd_isolated, prepare_noisy, prepare_yesno, render_string)
+from asr.data import (DataDir, copy_source, download, extract_archive, extract_tar, fix_data_dir,
+                      load_manifest, locate_corpus, plan_fsdd_connected, prepare_fsdd_connected,
+                      prepare_fsdd_isolated, prepare_noisy, prepare_noisy_copies,
+                      prepare_speed_perturbed, prepare_yesno, render_string, speed_perturb)
 from asr.errors import DataError
 
 
@@ -353,3 +354,61 @@ def test_prepare_noisy(shared_data, tmp_path):
     own = babble.subset(u for u in babble.utts if babble.utt2spk[u] == speaker)
     with pytest.raises(DataError, match=f"no recordings of speakers other than '{speaker}'"):
         prepare_noisy(one, tmp_path / "again", own, kinds=("babble",), snrs=(5,))
+
+
+def test_speed_perturbation_scales_time_and_frequency(tmp_path):
+    rate = 8000
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32) * 0.5
+    for factor in (0.9, 1.1):
+        fast = speed_perturb(tone, rate, factor)
+        assert abs(fast.size - rate / factor) <= 2
+        spectrum = np.abs(np.fft.rfft(fast * np.hanning(fast.size)))
+        peak_hz = np.argmax(spectrum) * rate / fast.size
+        assert abs(peak_hz - 440 * factor) < 3, (factor, peak_hz)
+    with pytest.raises(ValueError, match="speed factor"):
+        speed_perturb(tone, rate, 3.0)
+
+    write_wav(tmp_path / "a.wav", tone, rate)
+    write_wav(tmp_path / "b.wav", tone[:4000], rate)
+    clean = DataDir(wavs={"spk1_a": tmp_path / "a.wav", "spk2_b": tmp_path / "b.wav"},
+                    text={"spk1_a": ["ONE"], "spk2_b": ["TWO", "SIX"]},
+                    utt2spk={"spk1_a": "spk1", "spk2_b": "spk2"})
+    copies = prepare_speed_perturbed(clean, tmp_path / "out", "sp", (0.9, 1.1))
+    assert copies.utts == ["sp0.9-spk1_a", "sp0.9-spk2_b", "sp1.1-spk1_a", "sp1.1-spk2_b"]
+    assert DataDir.load(tmp_path / "out/sp").utt2spk == copies.utt2spk
+    assert copies.utt2spk["sp1.1-spk2_b"] == "sp1.1-spk2"
+    assert copies.text["sp0.9-spk2_b"] == ["TWO", "SIX"]
+    assert [copy_source(u) for u in copies.utts] == ["spk1_a", "spk2_b"] * 2
+    assert read_wav(copies.wavs["sp1.1-spk2_b"])[0].size == pytest.approx(4000 / 1.1, abs=2)
+    with pytest.raises(ValueError, match="leave out 1.0"):
+        prepare_speed_perturbed(clean, tmp_path / "out", "again", (0.9, 1.0))
+    with pytest.raises(ValueError, match="not the id of an augmented copy"):
+        copy_source("spk1_a")
+
+
+def test_prepare_noisy_copies(shared_data, tmp_path):
+    isolated = prepare_fsdd_isolated(shared_data / "fsdd", tmp_path / "isolated")
+    train = isolated["train"]
+    clean = train.subset(u for u in train.utts if u.endswith(("_0_05", "_3_07", "_9_11")))
+    snrs = (20, 10, 0)
+    copies = prepare_noisy_copies(clean, tmp_path, "noisy", train, snrs=snrs, seed=3)
+    assert sorted(copy_source(u) for u in copies.utts) == clean.utts
+    conditions = set()
+    for copy in copies.utts:
+        utt = copy_source(copy)
+        prefix = copy.split("-")[0]
+        kind, snr = prefix.rstrip("0123456789"), int(prefix.lstrip("abcdefghijklmnopqrstuvwxyz"))
+        assert kind in ("white", "pink", "babble") and snr in snrs
+        assert copies.utt2spk[copy] == f"{prefix}-{clean.utt2spk[utt]}"
+        assert copies.text[copy] == clean.text[utt]
+        speech = read_wav(clean.wavs[utt])[0].astype(np.float64)
+        mixed = read_wav(copies.wavs[copy])[0]
+        assert mixed.shape == speech.shape   # frame targets carry over
+        measured = 10 * np.log10(active_power(speech) / signal_power(mixed - speech))
+        assert abs(measured - snr) < 0.2, (copy, measured)
+        conditions.add(prefix)
+    assert len(conditions) > 3   # conditions are drawn per utterance
+    again = prepare_noisy_copies(clean, tmp_path / "again", "noisy", train, snrs=snrs, seed=3)
+    assert again.utts == copies.utts
+    assert all(np.array_equal(read_wav(again.wavs[u])[0], read_wav(copies.wavs[u])[0])
+               for u in copies.utts)

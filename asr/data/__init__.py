@@ -13,7 +13,9 @@ module                    what it holds
 ``asr.data.yesno``        :func:`prepare_yesno`
 ``asr.data.fsdd``         :func:`prepare_fsdd_isolated`, FSDD file listing and splits
 ``asr.data.connected``    :func:`prepare_fsdd_connected`: digit strings from FSDD
-``asr.data.noisy``        :func:`prepare_noisy`: white, pink and babble noise at set SNRs
+``asr.data.noisy``        :func:`prepare_noisy`: white, pink and babble noise at set SNRs;
+                          :func:`prepare_noisy_copies` for multi-condition training
+``asr.data.speed``        :func:`prepare_speed_perturbed`: copies at other speeds
 ========================  ==============================================================
 
 >>> corpus = locate_corpus("fsdd", corpus_dir=args.corpus)              # doctest: +SKIP
@@ -24,20 +26,22 @@ module                    what it holds
 from asr.data.archive import extract_archive, extract_tar, extract_zip
 from asr.data.connected import DigitString, plan_fsdd_connected, prepare_fsdd_connected, render_string
 from asr.data.corpora import load_manifest, locate_corpus
-from asr.data.datadir import DataDir, fix_data_dir
+from asr.data.datadir import DataDir, copy_id, copy_source, fix_data_dir
 from asr.data.download import download, sha256_of
 from asr.data.fsdd import (DIGIT_WORDS, FSDD_SPEAKERS, Recording, fsdd_recordings,
                            prepare_fsdd_isolated, split_recordings)
-from asr.data.noisy import NOISE_KINDS, make_noise, prepare_noisy
+from asr.data.noisy import NOISE_KINDS, make_noise, prepare_noisy, prepare_noisy_copies
+from asr.data.speed import prepare_speed_perturbed, speed_perturb
 from asr.data.yesno import YESNO_WORDS, prepare_yesno, yesno_recordings
 
 __all__ = [
-    "DataDir", "fix_data_dir",
+    "DataDir", "copy_id", "copy_source", "fix_data_dir",
     "download", "sha256_of", "extract_tar", "extract_zip", "extract_archive",
     "load_manifest", "locate_corpus",
     "YESNO_WORDS", "yesno_recordings", "prepare_yesno",
     "DIGIT_WORDS", "FSDD_SPEAKERS", "Recording", "fsdd_recordings", "split_recordings",
     "prepare_fsdd_isolated",
     "DigitString", "plan_fsdd_connected", "render_string", "prepare_fsdd_connected",
-    "NOISE_KINDS", "make_noise", "prepare_noisy",
+    "NOISE_KINDS", "make_noise", "prepare_noisy", "prepare_noisy_copies",
+    "prepare_speed_perturbed", "speed_perturb",
 ]

@@ -28,7 +28,7 @@ from typing import Collection, Iterable
 from asr.errors import DataError
 from asr.fileio import atomic_dir
 
-__all__ = ["DataDir", "fix_data_dir"]
+__all__ = ["DataDir", "copy_id", "copy_source", "fix_data_dir"]
 
 WAV_SCP, TEXT, UTT2SPK, SPK2UTT = "wav.scp", "text", "utt2spk", "spk2utt"
 
@@ -301,6 +301,24 @@ class DataDir:
                     raise DataError(self._file(TEXT), f"word '{word}' of utterance '{utt}' is not "
                                                       f"in the vocabulary; expected one of: {shown}",
                                     number)
+
+
+def copy_id(prefix: str, key: str) -> str:
+    """The id of an augmented copy of utterance (or speaker) ``key``: ``prefix-key``.
+
+    Kaldi's convention (``sp0.9-utt1``): a copy's utterances stay sorted by speaker.
+    """
+    if not prefix or "-" in prefix or prefix.split() != [prefix]:
+        raise ValueError(f"a copy prefix must be one token without '-', got {prefix!r}")
+    return f"{prefix}-{key}"
+
+
+def copy_source(utt: str) -> str:
+    """The utterance an augmented copy was made from: ``copy_source("sp0.9-u") == "u"``."""
+    prefix, sep, rest = utt.partition("-")
+    if not sep or not rest:
+        raise ValueError(f"{utt!r} is not the id of an augmented copy (prefix-utterance)")
+    return rest
 
 
 def fix_data_dir(path: str | Path) -> int:

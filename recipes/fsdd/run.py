@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr.baseline import HmmlearnBaselineConfig, run_baseline
-from asr.data import (DataDir, locate_corpus, prepare_fsdd_connected, prepare_fsdd_isolated,
-                      prepare_noisy)
+from asr.data import (DataDir, copy_source, locate_corpus, prepare_fsdd_connected,
+                      prepare_fsdd_isolated, prepare_noisy, prepare_noisy_copies,
+                      prepare_speed_perturbed)
 from asr.decoder import DecoderConfig
 from asr.experiment import Experiment
 from asr.features import FeatureConfig
@@ -52,12 +53,24 @@ class CorpusSettings:
 
 
 @dataclass
+class AugmentSettings:
+    """Extra training data for the hybrid DNN; the GMM systems train on the clean recordings.
+
+    ``speed_factors``: speed-perturbed copies of the held-out folds' isolated recordings;
+    ``noise_snrs``: one noisy copy (kind from ``corpus.noise_kinds``) of every recording of
+    the main fold. An empty list turns that augmentation off.
+    """
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    noise_snrs: list[int] = field(default_factory=lambda: [20, 15, 10, 5, 0])
+
+
+@dataclass
 class Settings:
     seed: int = 0
     lexicon: str = "data/lexicons/digits.txt"
     systems: list[str] = field(default_factory=lambda: ["mono", "tri", "hmmlearn", "dnn"])
     mono_on_isolated: bool = True
-    jobs: int = 2                       # folds trained at once (GMM and hmmlearn stages)
+    jobs: int = 2                       # folds trained at once (one process each)
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     hmm: HmmConfig = field(default_factory=HmmConfig)
@@ -67,6 +80,7 @@ class Settings:
     dnn_features: FeatureConfig = field(default_factory=lambda: FeatureConfig(
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
     dnn: NnetConfig = field(default_factory=NnetConfig)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
     decode_isolated: DecoderConfig = field(default_factory=lambda: DecoderConfig("single"))
     decode_connected: DecoderConfig = field(default_factory=DecoderConfig)
     dnn_acoustic_scale: float = 0.2     # hybrid scores are scaled likelihoods: own scale
@@ -109,6 +123,19 @@ class Folds:
         if fold.removeprefix("heldout_") == c.connected_heldout_speaker:
             tests.append(TestSet(f"connected_{fold}", f"connected_{fold}/test", False))
         return tests
+
+    def dnn_train_sets(self, fold: str) -> list[str]:
+        """The hybrid's training data: the clean set and its augmented copies.
+
+        Speed-perturbed copies of the isolated recordings where an unseen speaker is tested
+        (the held-out folds), noisy copies where noisy test sets are (the main fold).
+        """
+        sets = [f"{fold}/train"]
+        if self.s.augment.speed_factors and fold != "main":
+            sets.append(f"{fold}/train_sp")
+        if self.s.augment.noise_snrs and any(t.data.startswith("noisy/") for t in self.tests(fold)):
+            sets.append(f"{fold}/train_noisy")
+        return sets
 
     def all_data_sets(self) -> list[str]:
         sets = [f"{fold}/train" for fold in self.names]
@@ -156,6 +183,31 @@ def main(argv: list[str] | None = None) -> int:
         for fold in folds.names:
             DataDir.combine(_cmvn_speakers(DataDir.load(ex.data / p), p)
                             for p in folds.train_parts(fold)).save(ex.data / fold / "train")
+        if "dnn" in s.systems:
+            augment()
+
+    def augment():
+        """Augmented copies of the folds' training data, for the hybrid (Folds.dnn_train_sets)."""
+        a, c = s.augment, s.corpus
+        todo = {fold: folds.dnn_train_sets(fold) for fold in folds.names}
+        if any(f"{fold}/train_sp" in sets for fold, sets in todo.items()):
+            # every isolated recording is perturbed once; each fold takes its training ones
+            copies = prepare_speed_perturbed(
+                DataDir.combine(DataDir.load(ex.data / f"isolated/{x}") for x in ("train", "test")),
+                ex.data / "augment", "isolated_sp", a.speed_factors)
+            for fold, sets in todo.items():
+                if f"{fold}/train_sp" in sets:
+                    wanted = set(DataDir.load(ex.data / folds.train_parts(fold)[0]).utts)
+                    copies.subset(u for u in copies.utts if copy_source(u) in wanted).save(
+                        ex.data / fold / "train_sp")
+        for fold, sets in todo.items():
+            if f"{fold}/train_noisy" in sets:
+                # seed + 1: training noise is drawn apart from the test sets' noise
+                DataDir.combine(_cmvn_speakers(prepare_noisy_copies(
+                    ex.data / p, ex.data / "augment", p.replace("/", "_") + "_noisy",
+                    recordings_for_babble=ex.data / "isolated/train", kinds=c.noise_kinds,
+                    snrs=a.noise_snrs, seed=s.seed + 1), p) for p in folds.train_parts(fold)
+                ).save(ex.data / fold / "train_noisy")
 
     def features():
         for name in folds.all_data_sets():
@@ -168,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return time.perf_counter() - start
         todo = [fold for fold in folds.names  # folds finished before an interruption stay
                 if not (ex.system_dir(f"{fold}/{system}") / "manifest.json").exists()]
+        todo.sort(key=lambda fold: -len(ex.data_dir(f"{fold}/train")))  # longest first
         seconds = run_parallel([lambda fold=fold: task(fold) for fold in todo], jobs)
         for fold, sec in zip(todo, seconds):
             timed(f"train/{fold}/{system}", sec)
@@ -190,16 +243,23 @@ def main(argv: list[str] | None = None) -> int:
 
     def dnn():
         def train_one(fold):
+            sets = folds.dnn_train_sets(fold)
+            for name in sets + [t.data for t in folds.tests(fold)]:
+                ex_dnn.make_features(name)
             gmm = ex.load_system(f"{fold}/tri")
-            targets = pdf_targets(align_utterances(gmm, ex.utterances(f"{fold}/train")))
-            return train_hybrid(ex_dnn.utterances(f"{fold}/train"), targets, gmm,
-                                s.dnn_features, s.dnn, ex.system_dir(f"{fold}/dnn_train"),
-                                progress)
-        for fold in folds.names:
-            ex_dnn.make_features(f"{fold}/train")
-            for t in folds.tests(fold):
-                ex_dnn.make_features(t.data)
-        per_fold("dnn", train_one, jobs=1)  # torch trains in this process
+            targets = {}
+            for name in sets:   # targets: the triphone system's forced alignments
+                if name.endswith("_noisy"):   # a noisy copy has its clean recording's frames
+                    targets.update({u: targets[copy_source(u)] for u in ex.data_dir(name).utts
+                                    if copy_source(u) in targets})
+                    continue
+                if name != f"{fold}/train":
+                    ex.make_features(name)
+                targets.update(pdf_targets(align_utterances(gmm, ex.utterances(name))))
+            utts = [u for name in sets for u in ex_dnn.utterances(name)]
+            return train_hybrid(utts, targets, gmm, s.dnn_features, s.dnn,
+                                ex.system_dir(f"{fold}/dnn_train"), progress)
+        per_fold("dnn", train_one)
 
     def hmmlearn():
         def task(fold, t):
