@@ -15,6 +15,7 @@ from asr.nnet import (FrameDataset, HybridAcousticModel, NnetConfig, build_net,
                       estimate_priors, load_checkpoint, net_spec, pdf_targets, splice_frames,
                       split_utterances, tdnn_layout, train_hybrid, train_nnet)
 import asr.nnet.train as nnet_train
+from asr.nnet.data import mask_frequencies
 
 
 @pytest.fixture(autouse=True)
@@ -254,3 +255,22 @@ def test_yesno_hybrid_from_gmm_alignments(shared_data, tmp_path):
     hyps = decode_features(loaded, features(loaded.features, "test"), progress=False)
     result = compute_wer(dirs["test"].text, hyps)
     assert result.words == 232 and 100.0 * result.errors / result.words <= YESNO_MAX_WER
+
+
+def test_frequency_mask_zeroes_one_band_per_window():
+    torch.manual_seed(0)
+    x = torch.randn(500, 11, 40) + 5.0          # no zeros of its own
+    torch.manual_seed(1)
+    masked = mask_frequencies(x, 8)
+    assert masked.shape == x.shape
+    zero = masked == 0
+    assert torch.equal(zero, zero[:, :1, :].expand_as(zero))   # one band for the whole window
+    widths = zero[:, 0, :].sum(1)
+    assert widths.max() <= 8 and widths.min() == 0 and len(set(widths.tolist())) == 9
+    for row in zero[:, 0, :]:
+        bins = torch.nonzero(row).flatten()
+        if len(bins):
+            assert bins[-1] - bins[0] + 1 == len(bins)             # contiguous
+    assert torch.equal(masked[~zero], x[~zero])
+    torch.manual_seed(1)
+    assert torch.equal(mask_frequencies(x, 8), masked)          # seeded: reproducible

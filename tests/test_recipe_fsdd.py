@@ -1,5 +1,6 @@
 """A reduced FSDD recipe run (fewer strings, folds and iterations) that still asserts WER bounds."""
 import json
+import re
 
 import pytest
 
@@ -12,7 +13,9 @@ REDUCED = ["--set", "corpus.connected_train=60", "--set", "corpus.connected_test
            "--set", "mono.max_gaussians=300",
            "--set", "tri.num_iters=6", "--set", "tri.realign_iters=[3]", "--set", "tri.mixup_iters=4",
            "--set", "tri.max_gaussians=400", "--set", "tri.num_leaves=100",
-           "--set", "hmmlearn.n_iter=3", "--set", 'systems=["mono","tri","hmmlearn"]']
+           "--set", "hmmlearn.n_iter=3", "--set", 'systems=["mono","tri","hmmlearn","dnn"]',
+           "--set", "dnn.epochs=2", "--set", "dnn.hidden_dim=64", "--set", "dnn.num_layers=2",
+           "--set", "augment.speed_factors=[1.1]", "--set", "augment.noise_snrs=[10]"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def fsdd_run(tmp_path_factory, shared_data):
 
 def test_reduced_fsdd_recipe_bounds(fsdd_run):
     results = json.loads((fsdd_run / "results/fsdd/results.json").read_text())
-    assert set(results) == {"mono", "tri", "hmmlearn"}
+    assert set(results) == {"mono", "tri", "hmmlearn", "dnn"}
     assert set(results["mono"]) == {"isolated", "connected", "white_10dB", "heldout_theo",
                                     "connected_heldout_theo"}
     assert set(results["hmmlearn"]) == {"isolated", "heldout_theo"}
@@ -37,3 +40,32 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     md = (fsdd_run / "results/fsdd/RESULTS.md").read_text()
     assert "| mono |" in md and "%WER" in md
     assert (fsdd_run / "results/fsdd/wer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(results["dnn"]) == set(results["mono"])
+    assert results["dnn"]["isolated"]["wer"] <= 10.0
+    assert (fsdd_run / "results/fsdd/dnn_learning_curve.png").exists()
+
+
+def test_hybrid_trains_on_augmented_copies(fsdd_run):
+    from asr.data import DataDir, copy_source
+    data = fsdd_run / "data/fsdd"
+    clean = DataDir.load(data / "heldout_theo/train")
+    speed = DataDir.load(data / "heldout_theo/train_sp")
+    isolated = {u for u in clean.utts if not clean.utt2spk[u].endswith("-connected")}
+    assert {copy_source(u) for u in speed.utts} == isolated
+    assert all(u.startswith("sp1.1-") and speed.utt2spk[u].startswith("sp1.1-")
+               for u in speed.utts)
+    assert not (data / "main/train_sp").exists()           # speed copies: held-out folds
+    assert not (data / "heldout_theo/train_noisy").exists()  # noisy copies: the main fold
+    noisy = DataDir.load(data / "main/train_noisy")
+    main = DataDir.load(data / "main/train")
+    assert sorted(copy_source(u) for u in noisy.utts) == main.utts
+    for u in noisy.utts:
+        prefix, _, source = u.partition("-")
+        assert prefix == "white10"
+        assert noisy.utt2spk[u] == f"white10-{main.utt2spk[source]}"   # "-connected" kept
+    log = (fsdd_run / "exp/fsdd/run.log").read_text()
+    sizes = {int(a) + int(b) for a, b in
+             re.findall(r"training on (\d+) utterances .*validating on (\d+)", log)}
+    # the copies are trained on (less any whose alignment failed)
+    assert any(len(main) < n <= len(main) + len(noisy) for n in sizes)
+    assert any(len(clean) < n <= len(clean) + len(speed) for n in sizes)

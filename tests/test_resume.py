@@ -33,7 +33,7 @@ FSDD = ["--set", "corpus.connected_train=20", "--set", "corpus.connected_test=10
         "--set", "tri.realign_iters=[2]", "--set", "tri.mixup_iters=2",
         "--set", "tri.max_gaussians=150", "--set", "tri.num_leaves=60",
         "--set", "jobs=1"]  # folds one after another: the kill lands between known folds
-MODELS = {"yesno": ["mono"], "fsdd": [f"{fold}/{system}" for fold in ("main", "heldout_theo")
+MODELS = {"yesno": ["mono", "dnn"], "fsdd": [f"{fold}/{system}" for fold in ("main", "heldout_theo")
                                       for system in ("mono", "tri")]}
 TIMEOUT = 300
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from asr.audio import read_wav, write_wav
 from asr.data.datadir import DataDir, copy_id
@@ -26,6 +25,7 @@ _PEAK = 32767 / 32768
 
 def speed_perturb(samples: np.ndarray, rate: int, factor: float) -> np.ndarray:
     """(N,) samples -> (about N / factor,) float32 samples at the same rate."""
+    import torch   # imported here: the data code runs without torch until it is needed
     import torchaudio.functional as AF
     if not 0.5 <= factor <= 2.0:
         raise ValueError(f"speed factor must be in [0.5, 2], got {factor}")
@@ -47,6 +47,7 @@ def prepare_speed_perturbed(data: str | Path | DataDir, out_dir: str | Path, nam
         raise ValueError(f"factors must be non-empty and leave out 1.0, got {list(factors)}")
     out_dir = Path(out_dir)
     wavs, text, utt2spk = {}, {}, {}
+    import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # one short signal at a time: threads only add overhead
     try:

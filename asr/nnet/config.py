@@ -44,6 +44,8 @@ class NnetConfig:
     lr_schedule : ``"plateau"`` (multiply the rate by ``lr_factor`` when the validation loss
         stops falling), ``"cosine"`` (cosine decay to 0 over ``epochs``) or ``"constant"``.
     lr_factor : the plateau schedule's factor.
+    freq_mask : SpecAugment's frequency masking: each training window gets one band of
+        0..``freq_mask`` consecutive feature bins set to 0 (the mean after CMVN); 0 = off.
     valid_fraction : fraction of utterances held out (seeded) for validation; 0 = none, and
         then the training loss drives the schedule and early stopping.
     patience : stop after this many epochs without a lower validation loss; the weights
@@ -71,6 +73,7 @@ class NnetConfig:
     weight_decay: float = 1e-5
     lr_schedule: str = "plateau"
     lr_factor: float = 0.5
+    freq_mask: int = 0
     valid_fraction: float = 0.1
     patience: int = 3
     seed: int = 0
@@ -102,6 +105,7 @@ class NnetConfig:
               f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         check(self.lr > 0 and self.weight_decay >= 0,
               f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+        check(self.freq_mask >= 0, f"freq_mask must be >= 0, got {self.freq_mask}")
         check(0.0 < self.lr_factor < 1.0, f"lr_factor must be in (0, 1), got {self.lr_factor}")
         check(0.0 <= self.valid_fraction < 1.0,
               f"valid_fraction must be in [0, 1), got {self.valid_fraction}")

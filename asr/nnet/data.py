@@ -47,6 +47,20 @@ def splice_frames(feats: torch.Tensor, left: int, right: int) -> torch.Tensor:
     return feats[window_index(centres, first, last, left, right)]
 
 
+def mask_frequencies(x: torch.Tensor, max_width: int) -> torch.Tensor:
+    """SpecAugment's frequency mask: zero one band of 0..max_width bins in each window.
+
+    (B, C, D) -> (B, C, D); the band is the same for every frame of a window. Draws from
+    torch's global generator (seeded and checkpointed by training).
+    """
+    batch, _, dim = x.shape
+    width = torch.randint(0, min(max_width, dim) + 1, (batch,))
+    start = (torch.rand(batch) * (dim - width + 1)).long()
+    bins = torch.arange(dim)
+    keep = (bins < start[:, None]) | (bins >= (start + width)[:, None])
+    return x * keep[:, None, :].to(x.device, x.dtype)
+
+
 class FrameDataset:
     """The frames (and pdf targets) of several utterances, with windows cut per batch.
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from asr.errors import ModelError
 from asr.fileio import atomic_file, write_json
 from asr.nnet.config import NnetConfig
-from asr.nnet.data import FrameDataset
+from asr.nnet.data import FrameDataset, mask_frequencies
 from asr.nnet.models import build_net, net_spec
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,8 @@ def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torc
                 y = y.pin_memory().to(device, non_blocking=True)
             else:
                 x, y = data.batch(index)
+            if training and cfg.freq_mask:
+                x = mask_frequencies(x, cfg.freq_mask)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y)

@@ -7,6 +7,12 @@ Stages: 0 data, 1 features, 2 monophone, 3 triphone, 4 hmmlearn baseline, 5 hybr
 6 decode, 7 results. Systems are trained per fold: "main" (conventional split: isolated
 and connected training data; tested on isolated, connected and noisy connected digits)
 and one "heldout_<speaker>" fold per speaker left out of training entirely.
+
+The GMM systems train on the clean recordings. The hybrid DNN also sees augmented copies
+(``[augment]``), with frame targets from the triphone system: speed-perturbed copies of the
+isolated recordings in the held-out folds (aligned afresh), and one noisy copy of every
+recording in the main fold (white, pink or babble at 20-0 dB; a noisy copy keeps its
+clean recording's alignment), as Kaldi's recipes train their neural networks.
 """
 from __future__ import annotations
 
