@@ -27,6 +27,7 @@ from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_ar
 from asr.features.archive import INDEX_NAME
 from asr.gmm.train import Utterance
 from asr.results import update_results
+from asr.scoring import WerResult
 from asr.system import AsrSystem
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,15 @@ class Experiment:
         is the experiment whose feature archives the system reads (default: this one).
         Returns the decoding time in seconds.
         """
+        seconds, result = self.decode_only(system, test_set, cfg, column, features)
+        update_results(self.results / "results.json", row or system, column or test_set, result)
+        return seconds
+
+    def decode_only(self, system: str, test_set: str, cfg: DecoderConfig | None = None,
+                    column: str | None = None, features: "Experiment | None" = None
+                    ) -> tuple[float, WerResult]:
+        """:meth:`decode` without touching results.json (for parallel decoding, whose
+        caller records the results): returns (seconds, result)."""
         model = self.load_system(system)
         data = self.data_dir(test_set)
         feats = (features or self).load_features(test_set, model.features)
@@ -131,7 +141,5 @@ class Experiment:
         start = time.perf_counter()
         refs = {u: data.text[u] for u in data.utts if u in feats}   # skipped ones: not scored
         result = decode_and_score(model, feats, refs, out, name, cfg, self.progress)
-        seconds = time.perf_counter() - start
-        update_results(self.results / "results.json", row or system, column, result)
-        return seconds
+        return time.perf_counter() - start, result
 

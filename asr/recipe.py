@@ -50,6 +50,8 @@ _TASKS: list[Callable[[], object]] = []
 def _run_task(index: int) -> object:
     from threadpoolctl import threadpool_limits
 
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     with threadpool_limits(limits=1):  # one BLAS thread per worker: no oversubscription
         return _TASKS[index]()
 

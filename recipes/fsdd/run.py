@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         """Augmented copies of the folds' training data, for the hybrid (Folds.dnn_train_sets)."""
         a, c = s.augment, s.corpus
         todo = {fold: folds.dnn_train_sets(fold) for fold in folds.names}
-        if any(f"{fold}/train_sp" in sets for fold, sets in todo.items()):
+        def speed():
             # every isolated recording is perturbed once; each fold takes its training ones
             copies = prepare_speed_perturbed(
                 DataDir.combine(DataDir.load(ex.data / f"isolated/{x}") for x in ("train", "test")),
@@ -206,14 +206,19 @@ def main(argv: list[str] | None = None) -> int:
                     wanted = set(DataDir.load(ex.data / folds.train_parts(fold)[0]).utts)
                     copies.subset(u for u in copies.utts if copy_source(u) in wanted).save(
                         ex.data / fold / "train_sp")
-        for fold, sets in todo.items():
-            if f"{fold}/train_noisy" in sets:
-                # seed + 1: training noise is drawn apart from the test sets' noise
-                DataDir.combine(_cmvn_speakers(prepare_noisy_copies(
-                    ex.data / p, ex.data / "augment", p.replace("/", "_") + "_noisy",
-                    recordings_for_babble=ex.data / "isolated/train", kinds=c.noise_kinds,
-                    snrs=a.noise_snrs, seed=s.seed + 1), p) for p in folds.train_parts(fold)
-                ).save(ex.data / fold / "train_noisy")
+
+        def noisy(fold):
+            # seed + 1: training noise is drawn apart from the test sets' noise
+            DataDir.combine(_cmvn_speakers(prepare_noisy_copies(
+                ex.data / p, ex.data / "augment", p.replace("/", "_") + "_noisy",
+                recordings_for_babble=ex.data / "isolated/train", kinds=c.noise_kinds,
+                snrs=a.noise_snrs, seed=s.seed + 1), p) for p in folds.train_parts(fold)
+            ).save(ex.data / fold / "train_noisy")
+
+        tasks = [speed] if any(f"{f}/train_sp" in sets for f, sets in todo.items()) else []
+        tasks += [lambda fold=fold: noisy(fold) for fold, sets in todo.items()
+                  if f"{fold}/train_noisy" in sets]
+        run_parallel(tasks, s.jobs)
 
     def features():
         for name in folds.all_data_sets():
@@ -282,16 +287,22 @@ def main(argv: list[str] | None = None) -> int:
             timed(f"decode/{fold}/hmmlearn/{t.column}", dec_s)
 
     def decode():
-        for fold in folds.names:
+        def task(fold):   # one fold's decodes; results.json is written here, by the parent
+            done = []
             for system in [x for x in s.systems if x != "hmmlearn"]:
                 for t in folds.tests(fold):
                     cfg = s.decode_isolated if t.isolated else s.decode_connected
                     if system == "dnn":
                         cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
-                    seconds = ex.decode(f"{fold}/{system}", t.data, cfg, row=system,
-                                        column=t.column,
-                                        features=ex_dnn if system == "dnn" else ex)
-                    timed(f"decode/{fold}/{system}/{t.column}", seconds)
+                    seconds, result = ex.decode_only(f"{fold}/{system}", t.data, cfg, t.column,
+                                                     ex_dnn if system == "dnn" else ex)
+                    done.append((system, t.column, result, seconds))
+            return done
+        outputs = run_parallel([lambda fold=fold: task(fold) for fold in folds.names], s.jobs)
+        for fold, done in zip(folds.names, outputs):
+            for system, column, result, seconds in done:
+                update_results(ex.results / "results.json", system, column, result)
+                timed(f"decode/{fold}/{system}/{column}", seconds)
 
     def results():
         c = s.corpus
