@@ -15,7 +15,8 @@ REDUCED = ["--set", "corpus.connected_train=60", "--set", "corpus.connected_test
            "--set", "tri.max_gaussians=400", "--set", "tri.num_leaves=100",
            "--set", "hmmlearn.n_iter=3", "--set", 'systems=["mono","tri","hmmlearn","dnn"]',
            "--set", "dnn.epochs=2", "--set", "dnn.hidden_dim=64", "--set", "dnn.num_layers=2",
-           "--set", "augment.speed_factors=[1.1]", "--set", "augment.noise_snrs=[10]"]
+           "--set", "augment.speed_factors=[1.1]", "--set", "augment.noise_snrs=[10]",
+           "--set", "augment.gmm_noisy=true"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def test_hybrid_trains_on_augmented_copies(fsdd_run):
     assert all(u.startswith("sp1.1-") and speed.utt2spk[u].startswith("sp1.1-")
                for u in speed.utts)
     assert not (data / "main/train_sp").exists()           # speed copies: held-out folds
+    assert (fsdd_run / "exp/fsdd/feats/main/train_noisy").is_dir()   # gmm_noisy: MFCC too
     assert not (data / "heldout_theo/train_noisy").exists()  # noisy copies: the main fold
     noisy = DataDir.load(data / "main/train_noisy")
     main = DataDir.load(data / "main/train")
