@@ -103,6 +103,9 @@ def recipe_arguments(description: str, default_settings: Path) -> argparse.Argum
     p.add_argument("--exp", type=Path, default=Path("exp"), help="experiment root")
     p.add_argument("--data", type=Path, default=Path("data"), help="prepared data root")
     p.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="where the hybrid network trains (sets dnn.device): auto = CUDA when "
+                        "torch sees a GPU, else the CPU (default: the settings file's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--skip-bad-utts", action="store_true",
                    help="leave out (and log) utterances whose audio cannot be used instead of "
@@ -112,6 +115,8 @@ def recipe_arguments(description: str, default_settings: Path) -> argparse.Argum
 
 def resolve_settings(args: argparse.Namespace, cls: type):
     overrides = dict(parse_override(s) for s in args.set)
+    if getattr(args, "device", None) is not None:
+        overrides["dnn.device"] = args.device
     return load_settings(args.settings, cls, overrides)
 
 

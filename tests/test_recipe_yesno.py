@@ -1,5 +1,6 @@
 """End to end: the yesno recipe with a fixed seed recognises its test set (almost) perfectly."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,15 @@ def test_altered_model_file_is_refused(yesno_run, tmp_path, capsys):
     assert asr_main(["info", str(copy)]) == 2
     err = capsys.readouterr().err
     assert "tree.json" in err and "checksum" in err
+
+
+def test_device_flag_sets_where_the_network_trains():
+    from asr.recipe import recipe_arguments, resolve_settings
+    recipe = _recipe()
+    parser = recipe_arguments("yesno", Path(recipe.__file__).with_name("settings.toml"))
+    assert resolve_settings(parser.parse_args([]), recipe.Settings).dnn.device == "auto"
+    for device in ("cpu", "cuda"):
+        settings = resolve_settings(parser.parse_args(["--device", device]), recipe.Settings)
+        assert settings.dnn.device == device
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--device", "tpu"])
