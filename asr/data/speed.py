@@ -42,32 +42,26 @@ def prepare_speed_perturbed(data: str | Path | DataDir, out_dir: str | Path, nam
 
     Audio goes under ``out_dir/wav/name``; returns the saved data directory.
     """
+    import torch
     data = data if isinstance(data, DataDir) else DataDir.load(data)
     if not factors or any(f == 1.0 for f in factors):
         raise ValueError(f"factors must be non-empty and leave out 1.0, got {list(factors)}")
     out_dir = Path(out_dir)
-    wavs, text, utt2spk = {}, {}, {}
-    import torch
+    copies = DataDir(wavs={}, text={}, utt2spk={})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # one short signal at a time: threads only add overhead
     try:
-        _write_copies(data, out_dir, name, factors, wavs, text, utt2spk)
+        with atomic_dir(out_dir / "wav" / name) as tmp:
+            for utt in data.utts:
+                samples, rate = read_wav(data.wavs[utt])
+                for factor in factors:
+                    prefix = f"sp{factor:g}"
+                    copy = copy_id(prefix, utt)
+                    write_wav(tmp / f"{copy}.wav", speed_perturb(samples, rate, factor), rate)
+                    copies.wavs[copy] = out_dir / "wav" / name / f"{copy}.wav"
+                    copies.text[copy] = list(data.text[utt])
+                    copies.utt2spk[copy] = copy_id(prefix, data.utt2spk[utt])
     finally:
         torch.set_num_threads(threads)
-    perturbed = DataDir(wavs=wavs, text=text, utt2spk=utt2spk)
-    perturbed.save(out_dir / name)
-    return perturbed
-
-
-def _write_copies(data: DataDir, out_dir: Path, name: str, factors: Sequence[float],
-                  wavs: dict, text: dict, utt2spk: dict) -> None:
-    with atomic_dir(out_dir / "wav" / name) as tmp:
-        for utt in data.utts:
-            samples, rate = read_wav(data.wavs[utt])
-            for factor in factors:
-                prefix = f"sp{factor:g}"
-                copy = copy_id(prefix, utt)
-                write_wav(tmp / f"{copy}.wav", speed_perturb(samples, rate, factor), rate)
-                wavs[copy] = out_dir / "wav" / name / f"{copy}.wav"
-                text[copy] = list(data.text[utt])
-                utt2spk[copy] = copy_id(prefix, data.utt2spk[utt])
+    copies.save(out_dir / name)
+    return copies
