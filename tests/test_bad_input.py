@@ -145,11 +145,11 @@ def oov_word(tmp, _model):
     return lambda: ex.utterances("train", vocabulary={"YES", "NO"}), data / "text", 2
 
 
-def settings_case(text: str, line: int | None):
+def settings_case(text: str, line: int | None, recipe: str = "yesno"):
     def make(tmp: Path, _model: Path):
         path = tmp / "settings.toml"
         path.write_text(text)
-        settings = load_recipe("yesno").Settings
+        settings = load_recipe(recipe).Settings
         return lambda: load_settings(path, settings), path, line
     return make
 
@@ -314,6 +314,9 @@ BAD_INPUTS = [
     Case("TOML bad value", settings_case("seed = 1\n[features]\nnum_mel_bins = 5000\n", 2),
          SettingsError, "num_mel_bins must be in [3, 128]"),
     Case("TOML NaN", settings_case("[decode]\nbeam = nan\n", 2), SettingsError, "is NaN"),
+    Case("TOML bad speed factor", settings_case("seed = 1\n[augment]\nspeed_factors = [0.9, 3.0]\n",
+                                                2, recipe="fsdd"),
+         SettingsError, "speed factor must be in [0.5, 2]"),
     # models and checkpoints
     Case("model file missing", model_case(_remove("tree.json")), ModelError, "missing model file"),
     Case("model file altered", model_case(_alter("acoustic/gmm.npz")), ModelError,

@@ -72,6 +72,14 @@ class AugmentSettings:
     noise_snrs: list[int] = field(default_factory=lambda: [20, 15, 10, 5, 0])
     gmm_noisy: bool = False
 
+    def __post_init__(self):
+        for factor in self.speed_factors:
+            if not 0.5 <= factor <= 2.0 or factor == 1.0:
+                raise ValueError(f"each speed factor must be in [0.5, 2] and not 1.0, "
+                                 f"got {factor}")
+        if self.gmm_noisy and not self.noise_snrs:
+            raise ValueError("gmm_noisy needs noisy copies; noise_snrs is empty")
+
 
 @dataclass
 class Settings:
