@@ -9,6 +9,7 @@ nothing to choose by.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -70,9 +71,25 @@ class Utterance:
 class TrainResult:
     gmm: DiagGmm
     tm: TransitionModel
-    alignments: dict[str, np.ndarray]      # utt -> (T,) node path in its training graph
     graphs: dict[str, Graph]
     history: list[float]                   # average log-likelihood per frame, per iteration
+    utts: list[Utterance]
+    cfg: GmmTrainConfig
+
+    @functools.cached_property
+    def alignments(self) -> dict[str, np.ndarray]:
+        """utt -> (T,) node path in its training graph, by the final model.
+
+        Computed on first use (one scoring pass over all frames): recipes that align later
+        from the saved system do not pay for it.
+        """
+        cfg, final = self.cfg, {}
+        for u in self.utts:
+            path = align(self.graphs[u.utt], self.tm, self.gmm.log_likelihoods(u.feats),
+                         cfg.align_acoustic_scale, cfg.align_beam, cfg.align_retry_beam)
+            if path is not None:
+                final[u.utt] = path
+        return final
 
 
 def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.ndarray:
@@ -164,12 +181,4 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
         log.info("%s iteration %d: %s log-likelihood per frame %.4f, %d Gaussians", desc, it,
                  "Baum-Welch" if baum_welch else "Viterbi", history[-1], gmm.num_gauss)
         bar.set_postfix(ll=f"{history[-1]:.3f}", gauss=gmm.num_gauss)
-    # Final alignments with the final model: the targets of the next system.
-    loglik = gmm.log_likelihoods(feats)
-    final = {}
-    for i, u in enumerate(utts):
-        path = align(graphs[u.utt], tm, loglik[offsets[i]:offsets[i + 1]],
-                     cfg.align_acoustic_scale, cfg.align_beam, cfg.align_retry_beam)
-        if path is not None:
-            final[u.utt] = path
-    return TrainResult(gmm, tm, final, graphs, history)
+    return TrainResult(gmm, tm, graphs, history, utts, cfg)
