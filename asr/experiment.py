@@ -11,6 +11,7 @@ shared so that no recipe copies another. Paths follow Kaldi's layout::
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -57,6 +58,11 @@ class Experiment:
     @property
     def results(self) -> Path:
         return self.results_root / self.corpus
+
+    def with_features(self, features: FeatureConfig, feats_name: str) -> "Experiment":
+        """The same experiment with a second front end (e.g. the network's), whose
+        archives live under ``exp/<corpus>/<feats_name>/``."""
+        return dataclasses.replace(self, features=features, feats_name=feats_name)
 
     def data_dir(self, name: str) -> DataDir:
         return DataDir.load(self.data / name)

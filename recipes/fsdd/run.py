@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     ex = Experiment("fsdd", args.data, args.exp, args.results, s.features, progress,
                     skip_bad=args.skip_bad_utts)
-    ex_dnn = Experiment("fsdd", args.data, args.exp, args.results, s.dnn_features, progress,
-                        feats_name="feats_dnn", skip_bad=args.skip_bad_utts)
+    ex_dnn = ex.with_features(s.dnn_features, "feats_dnn")
     folds = Folds(s)
     setup_logging(ex.exp / "run.log")
     write_settings(ex.exp, s)

@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     ex = Experiment("yesno", args.data, args.exp, args.results, settings.features,
                     progress=progress, skip_bad=args.skip_bad_utts)
-    ex_dnn = Experiment("yesno", args.data, args.exp, args.results, settings.dnn_features,
-                        progress=progress, feats_name="feats_dnn", skip_bad=args.skip_bad_utts)
+    ex_dnn = ex.with_features(settings.dnn_features, "feats_dnn")
     setup_logging(ex.exp / "run.log")
     write_settings(ex.exp, settings)
 
