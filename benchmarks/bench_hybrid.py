@@ -18,6 +18,7 @@ GPU) with frames per second, the ratio asr / peer, one epoch's wall time and pea
 """
 from __future__ import annotations
 
+import itertools
 import resource
 import sys
 import tempfile
@@ -91,7 +92,7 @@ def main() -> None:
             device = resolve_device(name)
             cfg = NnetConfig(hidden_dim=256, num_layers=3, epochs=1, valid_fraction=0.0,
                              device=name, num_threads=max(args.threads, 1))
-            runs = iter(range(10 ** 6))
+            runs = itertools.count()   # a fresh folder per run: train_nnet resumes otherwise
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             timings = interleave({

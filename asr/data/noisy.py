@@ -22,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from asr.audio import babble_noise, mix_at_snr, pink_noise, read_wav, white_noise, write_wav
+from asr.audio import (PCM16_PEAK, babble_noise, mix_at_snr, pink_noise, read_wav, white_noise,
+                       write_wav)
 from asr.data.datadir import DataDir, copy_id
 from asr.errors import DataError
 from asr.fileio import atomic_dir
@@ -30,7 +31,6 @@ from asr.fileio import atomic_dir
 __all__ = ["NOISE_KINDS", "make_noise", "prepare_noisy", "prepare_noisy_copies"]
 
 NOISE_KINDS = ("white", "pink", "babble")   # index = the kind's part of the noise seed
-_PEAK = 32767 / 32768                       # largest sample a 16-bit file holds
 
 
 def make_noise(kind: str, n: int, rng: np.random.Generator,
@@ -82,7 +82,7 @@ def _pools_for(data: DataDir, kinds: Sequence[str], recordings_for_babble, rate:
 def _unclipped(mixed: np.ndarray) -> np.ndarray:
     """A mixture scaled down as a whole if it would clip (which keeps its SNR)."""
     peak = float(np.max(np.abs(mixed)))
-    return mixed * (_PEAK / peak) if peak > _PEAK else mixed
+    return mixed * (PCM16_PEAK / peak) if peak > PCM16_PEAK else mixed
 
 
 def _noise_rng(seed: int, utt: str, kind: str) -> np.random.Generator:

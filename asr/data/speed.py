@@ -14,13 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
-from asr.audio import read_wav, write_wav
+from asr.audio import PCM16_PEAK, read_wav, write_wav
 from asr.data.datadir import DataDir, copy_id
 from asr.fileio import atomic_dir
 
 __all__ = ["speed_perturb", "prepare_speed_perturbed"]
-
-_PEAK = 32767 / 32768
 
 
 def speed_perturb(samples: np.ndarray, rate: int, factor: float) -> np.ndarray:
@@ -33,7 +31,7 @@ def speed_perturb(samples: np.ndarray, rate: int, factor: float) -> np.ndarray:
         return np.asarray(samples, dtype=np.float32).copy()
     x = torch.from_numpy(np.asarray(samples, dtype=np.float32))[None]
     y = AF.speed(x, rate, factor)[0][0].numpy()
-    return np.clip(y, -_PEAK, _PEAK).astype(np.float32)
+    return np.clip(y, -PCM16_PEAK, PCM16_PEAK).astype(np.float32)
 
 
 def prepare_speed_perturbed(data: str | Path | DataDir, out_dir: str | Path, name: str,
