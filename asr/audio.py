@@ -35,8 +35,8 @@ import soundfile as sf
 from asr.errors import AudioError
 from asr.fileio import atomic_file
 
-__all__ = ["PCM16_PEAK", "read_wav", "write_wav", "resample", "signal_power", "active_power", "mix_at_snr",
-           "white_noise", "pink_noise", "babble_noise"]
+__all__ = ["PCM16_PEAK", "read_wav", "write_wav", "resample", "signal_power", "active_power",
+           "mix_at_snr", "white_noise", "pink_noise", "babble_noise"]
 
 _UNKNOWN_SIZE = 0xFFFFFFFF  # streaming writers and RF64 put this in place of the data size
 PCM16_PEAK = 32767 / 32768  # the largest sample a 16-bit file holds, as a float
