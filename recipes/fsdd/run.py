@@ -301,20 +301,21 @@ def main(argv: list[str] | None = None) -> int:
             timed(f"decode/{fold}/hmmlearn/{t.column}", dec_s)
 
     def decode():
-        def task(fold):   # one fold's decodes; results.json is written here, by the parent
+        def task(fold, system):   # one system's decodes; the parent writes results.json
             done = []
-            for system in [x for x in s.systems if x != "hmmlearn"]:
-                for t in folds.tests(fold):
-                    cfg = s.decode_isolated if t.isolated else s.decode_connected
-                    if system == "dnn":
-                        cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
-                    seconds, result = ex.decode_only(f"{fold}/{system}", t.data, cfg, t.column,
-                                                     ex_dnn if system == "dnn" else ex)
-                    done.append((system, t.column, result, seconds))
+            for t in folds.tests(fold):
+                cfg = s.decode_isolated if t.isolated else s.decode_connected
+                if system == "dnn":
+                    cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
+                seconds, result = ex.decode_only(f"{fold}/{system}", t.data, cfg, t.column,
+                                                 ex_dnn if system == "dnn" else ex)
+                done.append((t.column, result, seconds))
             return done
-        outputs = run_parallel([lambda fold=fold: task(fold) for fold in folds.names], s.jobs)
-        for fold, done in zip(folds.names, outputs):
-            for system, column, result, seconds in done:
+        jobs = [(fold, system) for fold in folds.names for system in s.systems
+                if system != "hmmlearn"]
+        outputs = run_parallel([lambda job=job: task(*job) for job in jobs], s.jobs)
+        for (fold, system), done in zip(jobs, outputs):
+            for column, result, seconds in done:
                 update_results(ex.results / "results.json", system, column, result)
                 timed(f"decode/{fold}/{system}/{column}", seconds)
 
