@@ -1,18 +1,40 @@
 """Fixtures shared by the tests."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from asr.errors import DataError
+
+_CORPORA: list[Path] = []
+EXIT_NO_CORPORA = 4     # pytest's own code for a usage error: nothing was tested
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Find the real corpora once, before any test runs, if a selected test needs them.
+
+    ``asr.data.corpora.find_corpora``: ``$ASR_SHARED_DATA``, else ``shared/data`` beside
+    the repository, else a verified download into the user cache. When none works the run
+    stops here with one message saying what to set, instead of failing test after test.
+    """
+    if not any("shared_data" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    from asr.data.corpora import find_corpora
+
+    try:
+        _CORPORA.append(find_corpora(progress=False))
+    except DataError as exc:
+        pytest.exit(f"no test corpora: {' '.join(str(exc).split())}", returncode=EXIT_NO_CORPORA)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real corpora (yesno/, fsdd/): ``$ASR_SHARED_DATA``, else ``shared/data`` beside the repo."""
-    if "ASR_SHARED_DATA" in os.environ:
-        return Path(os.environ["ASR_SHARED_DATA"])
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    """The real corpora, a folder holding ``yesno/waves_yesno/`` and ``fsdd/recordings/``."""
+    if not _CORPORA:       # collected without the hook (e.g. a plugin re-ordering items)
+        from asr.data.corpora import find_corpora
+        _CORPORA.append(find_corpora(progress=False))
+    return _CORPORA[0]
 
 
 def load_recipe(corpus: str):

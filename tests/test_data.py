@@ -6,10 +6,15 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +26,9 @@ from asr.data import (DataDir, copy_source, download, extract_archive, extract_t
                       load_manifest, locate_corpus, plan_fsdd_connected, prepare_fsdd_connected,
                       prepare_fsdd_isolated, prepare_noisy, prepare_noisy_copies,
                       prepare_speed_perturbed, prepare_yesno, render_string, speed_perturb)
-from asr.errors import DataError
+from asr.data import corpora
+from asr.data.corpora import find_corpora
+from asr.errors import DataError, error_line
 
 
 # ----------------------------------------------------------------------------- data directories
@@ -262,6 +269,144 @@ def test_locate_corpus_downloads_and_unpacks(shared_data, tmp_path):
     assert corpus == tmp_path / "dl" / "yesno" and len(list(corpus.glob("waves_yesno/*.wav"))) == 60
     archive.unlink()                      # unpacked already: nothing is fetched again
     assert locate_corpus("yesno", download_dir=tmp_path / "dl", manifest=manifest) == corpus
+
+
+# The names each corpus check looks for; the checks read names only, so the bytes are stand-ins.
+_YESNO_NAMES = [f"{i:08b}".replace("", "_")[1:-1] + ".wav" for i in range(60)]
+_FSDD_NAMES = [f"{d}_{spk}_{i}.wav" for spk in ("jackson", "nicolas", "theo", "yweweler", "lucas")
+               for d in range(10) for i in range(50)]
+
+
+def _corpus_archives(folder: Path) -> dict[str, dict]:
+    """Archives shaped like the published ones (a tar.gz and a zip) and their manifest entries."""
+    folder.mkdir(parents=True, exist_ok=True)
+    yesno = _tar(folder / "waves_yesno.tar.gz",
+                 {f"waves_yesno/{n}": b"RIFF" for n in _YESNO_NAMES} | {"README": b"yesno"})
+    with zipfile.ZipFile(folder / "fsdd.zip", "w") as zf:
+        for name in _FSDD_NAMES:
+            zf.writestr(f"free-spoken-digit-dataset-1.0.10/recordings/{name}", b"RIFF")
+        zf.writestr("free-spoken-digit-dataset-1.0.10/README.md", "fsdd")
+    return {"yesno": {"archive": "waves_yesno.tar.gz", "corpus_dir": ".",
+                      "sha256": _sha(yesno.read_bytes())},
+            "fsdd": {"archive": "fsdd.zip", "corpus_dir": "free-spoken-digit-dataset-1.0.10",
+                     "sha256": _sha((folder / "fsdd.zip").read_bytes())}}
+
+
+def _manifest(path: Path, entries: dict[str, dict], base_url: str) -> Path:
+    path.write_text(json.dumps({name: {**e, "url": f"{base_url}/{e['archive']}"}
+                                for name, e in entries.items()}))
+    return path
+
+
+@contextmanager
+def _serving(folder: Path):
+    """Serve ``folder`` over HTTP on 127.0.0.1; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+
+
+def _unreachable_url() -> str:
+    with socket.socket() as s:             # a port nobody listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def no_local_corpora(tmp_path, monkeypatch):
+    """Neither $ASR_SHARED_DATA nor shared/data beside the repository."""
+    monkeypatch.delenv("ASR_SHARED_DATA", raising=False)
+    monkeypatch.setattr(corpora, "_SIBLING", tmp_path / "no-shared-data")
+
+
+def test_find_corpora_downloads_into_the_cache_like_shared_data(tmp_path, no_local_corpora):
+    entries = _corpus_archives(tmp_path / "served")
+    cache = tmp_path / "cache"
+    with _serving(tmp_path / "served") as base:
+        manifest = _manifest(tmp_path / "corpora.json", entries, base)
+        root = find_corpora(cache_dir=cache, manifest=manifest, progress=False, timeout=5)
+    assert root == cache
+    assert sorted(p.name for p in (root / "yesno" / "waves_yesno").iterdir()) == sorted(_YESNO_NAMES)
+    assert len(list((root / "fsdd" / "recordings").glob("*.wav"))) == 2500
+    assert sorted(p.name for p in cache.iterdir()) == ["fsdd", "fsdd.zip", "waves_yesno.tar.gz",
+                                                        "yesno"]     # no temporaries left
+    # The server is gone: a second call finds the unpacked copies and fetches nothing.
+    assert find_corpora(cache_dir=cache, manifest=manifest, progress=False, timeout=5) == cache
+
+
+def test_find_corpora_prefers_the_variable_then_shared_data(tmp_path, monkeypatch,
+                                                            no_local_corpora):
+    local = tmp_path / "local"
+    for name in _YESNO_NAMES:
+        (local / "yesno" / "waves_yesno").mkdir(parents=True, exist_ok=True)
+        (local / "yesno" / "waves_yesno" / name).write_bytes(b"RIFF")
+    for name in _FSDD_NAMES:
+        (local / "fsdd" / "recordings").mkdir(parents=True, exist_ok=True)
+        (local / "fsdd" / "recordings" / name).write_bytes(b"RIFF")
+    offline = _manifest(tmp_path / "corpora.json", _corpus_archives(tmp_path / "a"),
+                        _unreachable_url())
+    kwargs = dict(cache_dir=tmp_path / "cache", manifest=offline, progress=False, timeout=5)
+    monkeypatch.setattr(corpora, "_SIBLING", local)
+    assert find_corpora(**kwargs) == local
+    monkeypatch.setenv("ASR_SHARED_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match=f"ASR_SHARED_DATA is set to {tmp_path / 'elsewhere'}"):
+        find_corpora(**kwargs)                           # set, so it is not passed over
+    monkeypatch.setenv("ASR_SHARED_DATA", str(local))
+    monkeypatch.setattr(corpora, "_SIBLING", tmp_path / "no-shared-data")
+    assert find_corpora(**kwargs) == local
+    assert not (tmp_path / "cache").exists()
+
+
+def test_find_corpora_offline_is_one_error_saying_what_to_set(tmp_path, no_local_corpora):
+    manifest = _manifest(tmp_path / "corpora.json", _corpus_archives(tmp_path / "a"),
+                         _unreachable_url())
+    with pytest.raises(DataError) as info:
+        find_corpora(cache_dir=tmp_path / "cache", manifest=manifest, progress=False, timeout=5)
+    line = error_line(info.value, "pytest")
+    assert "\n" not in line and "cannot download http://127.0.0.1:" in line
+    assert "set ASR_SHARED_DATA=/path/with/yesno-and-fsdd" in line
+    assert "connect to the network" in line
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+
+
+def test_archive_without_the_whole_corpus_leaves_nothing(tmp_path, no_local_corpora):
+    entries = _corpus_archives(tmp_path / "served")
+    _tar(tmp_path / "served" / "waves_yesno.tar.gz", {f"waves_yesno/{_YESNO_NAMES[0]}": b"x"})
+    entries["yesno"]["sha256"] = _sha((tmp_path / "served" / "waves_yesno.tar.gz").read_bytes())
+    manifest = _manifest(tmp_path / "corpora.json", entries, (tmp_path / "served").as_uri())
+    with pytest.raises(DataError, match="waves_yesno.tar.gz: does not hold the whole corpus"):
+        locate_corpus("yesno", download_dir=tmp_path / "dl", manifest=manifest, progress=False)
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["waves_yesno.tar.gz"]
+
+
+def test_a_test_run_without_corpora_stops_with_one_message(tmp_path):
+    """No copy and no network: pytest stops before any test, with one line saying what to set."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "conftest.py").write_text((Path(__file__).parent / "conftest.py").read_text())
+    (tests / "test_needs_corpora.py").write_text(
+        "def test_a(shared_data):\n    assert False\n\ndef test_b(shared_data):\n    assert False\n")
+    manifest = _manifest(tmp_path / "corpora.json", _corpus_archives(tmp_path / "a"),
+                         _unreachable_url())
+    script = ("import sys; from pathlib import Path; import pytest; import asr.data.corpora as c; "
+              "c._SIBLING = Path(sys.argv[1]); c.MANIFEST = Path(sys.argv[2]); "
+              "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', sys.argv[3]]))")
+    env = {k: v for k, v in os.environ.items() if k != "ASR_SHARED_DATA"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "none"), str(manifest),
+                          str(tests)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode == 4, out
+    assert out.count("no test corpora:") == 1 and "Traceback" not in out, out
+    assert "set ASR_SHARED_DATA=/path/with/yesno-and-fsdd" in out
+    assert "passed" not in out and "failed" not in out, out
 
 
 # ----------------------------------------------------------------------------- corpus preparation

@@ -3,16 +3,26 @@
 ``data/corpora.json`` lists each corpus's archive: ``url``, ``sha256``, ``archive`` (file
 name under the download folder), ``corpus_dir`` (the corpus folder inside the unpacked
 archive) and where the checksum comes from. A corpus is unpacked into
-``<download_dir>/<name>/`` atomically, so an interrupted unpacking is redone next time.
+``<download_dir>/<name>/`` atomically, laid out like ``shared/data/<name>/``
+(``yesno/waves_yesno/*.wav``, ``fsdd/recordings/*.wav``), so an interrupted unpacking is
+redone next time and a download and a shared copy are read the same way.
+
+:func:`find_corpora` gives the tests (and anyone else wanting every corpus in one folder)
+a root holding ``yesno/`` and ``fsdd/``: ``$ASR_SHARED_DATA``, else ``shared/data`` beside
+the repository, else a verified download into the user cache.
 
 >>> locate_corpus("yesno", corpus_dir=Path("../shared/data/yesno"))   # doctest: +SKIP
 PosixPath('../shared/data/yesno')
 >>> locate_corpus("fsdd")        # downloads and unpacks on first use   # doctest: +SKIP
-PosixPath('data/downloads/fsdd/free-spoken-digit-dataset-1.0.10')
+PosixPath('data/downloads/fsdd')
+>>> find_corpora()                                                    # doctest: +SKIP
+PosixPath('/home/me/.cache/asr/corpora')
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -23,9 +33,14 @@ from asr.data.yesno import yesno_recordings
 from asr.errors import DataError
 from asr.fileio import atomic_dir
 
-__all__ = ["MANIFEST", "load_manifest", "locate_corpus"]
+__all__ = ["MANIFEST", "SHARED_DATA_ENV", "find_corpora", "load_manifest", "locate_corpus",
+           "user_cache_dir"]
 
 MANIFEST = Path(__file__).resolve().parents[2] / "data" / "corpora.json"
+SHARED_DATA_ENV = "ASR_SHARED_DATA"
+# ``shared/data`` beside the repository, where a checkout next to the project's data has it.
+_SIBLING = Path(__file__).resolve().parents[3] / "shared" / "data"
+_DOWNLOAD_HINT = "pass --corpus DIR with a local copy of the corpus"
 _REQUIRED = ("url", "sha256", "archive", "corpus_dir")
 # Each corpus's check raises a DataError naming what is missing from a folder.
 _CHECKS: dict[str, Callable[[Path], object]] = {"yesno": yesno_recordings, "fsdd": fsdd_recordings}
@@ -50,7 +65,8 @@ def load_manifest(path: str | Path | None = None) -> dict[str, dict]:
 
 def locate_corpus(name: str, corpus_dir: str | Path | None = None,
                   download_dir: str | Path = Path("data/downloads"),
-                  manifest: str | Path | None = None, progress: bool = True) -> Path:
+                  manifest: str | Path | None = None, progress: bool = True,
+                  timeout: float = 60.0) -> Path:
     """The folder holding corpus ``name``'s audio, checked to be complete.
 
     Parameters
@@ -65,11 +81,19 @@ def locate_corpus(name: str, corpus_dir: str | Path | None = None,
         The download manifest, by default :data:`MANIFEST`.
     progress : bool
         Show download progress.
+    timeout : float
+        Seconds to wait for the server on each read.
+
+    Returns
+    -------
+    Path
+        ``corpus_dir``, or ``<download_dir>/<name>`` laid out like ``shared/data/<name>``.
 
     Raises
     ------
     DataError
-        Naming the folder and what is missing from it, or the download that failed.
+        Naming the folder and what is missing from it, or the download that failed (with
+        the hint to pass a local copy).
     """
     if name not in _CHECKS:
         raise DataError(None, f"unknown corpus '{name}'; expected one of "
@@ -82,13 +106,102 @@ def locate_corpus(name: str, corpus_dir: str | Path | None = None,
     entries = load_manifest(manifest_path)
     if name not in entries:
         raise DataError(manifest_path, f"no entry for corpus '{name}'")
-    entry = entries[name]
-    download_dir = Path(download_dir)
-    root = download_dir / name
-    corpus = root / entry["corpus_dir"]
+    corpus = Path(download_dir) / name
     if not corpus.is_dir():
-        archive = download(entry["url"], download_dir / entry["archive"], entry["sha256"], progress)
-        with atomic_dir(root) as tmp:
-            extract_archive(archive, tmp)
+        _download_corpus(entries[name], corpus, check, progress, timeout)
     check(corpus)
     return corpus
+
+
+def _download_corpus(entry: dict, corpus: Path, check: Callable[[Path], object],
+                     progress: bool, timeout: float) -> None:
+    """Download ``entry``'s archive beside ``corpus`` and unpack it there, atomically.
+
+    The archive's ``corpus_dir`` becomes ``corpus``, so FSDD's
+    ``free-spoken-digit-dataset-1.0.10/recordings/`` lands as ``<corpus>/recordings/``; an
+    archive that does not hold the whole corpus leaves nothing behind.
+    """
+    try:
+        archive = download(entry["url"], corpus.parent / entry["archive"], entry["sha256"],
+                           progress, timeout)
+    except DataError as exc:
+        exc.hint = exc.hint or _DOWNLOAD_HINT
+        raise
+    with atomic_dir(corpus) as tmp:
+        unpacked = extract_archive(archive, tmp / ".unpacked")
+        inner = (unpacked / entry["corpus_dir"]).resolve()
+        if not inner.is_dir() or not inner.is_relative_to(unpacked.resolve()):
+            raise DataError(archive, f"no folder '{entry['corpus_dir']}' inside; expected the "
+                                     "corpus_dir that data/corpora.json names")
+        for child in inner.iterdir():
+            os.replace(child, tmp / child.name)
+        shutil.rmtree(unpacked)
+        try:
+            check(tmp)
+        except DataError as exc:
+            raise DataError(archive, f"does not hold the whole corpus: {exc.message}") from None
+
+
+def user_cache_dir() -> Path:
+    """Where downloaded corpora are kept: ``$XDG_CACHE_HOME/asr/corpora`` (``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "asr" / "corpora"
+
+
+def find_corpora(names: tuple[str, ...] = ("yesno", "fsdd"), cache_dir: str | Path | None = None,
+                 manifest: str | Path | None = None, progress: bool = True,
+                 timeout: float = 30.0) -> Path:
+    """A folder holding each corpus in ``names`` as ``<root>/<name>/``, checked to be complete.
+
+    Tried in order: ``$ASR_SHARED_DATA`` (when set, it must hold every corpus), ``shared/data``
+    beside the repository (used when complete), then ``cache_dir`` (default
+    :func:`user_cache_dir`), downloading and unpacking what it lacks, verified by sha256.
+
+    Parameters
+    ----------
+    names : tuple of str
+        The corpora wanted, each a key of ``data/corpora.json``.
+    cache_dir : str or Path, optional
+        Where downloads are kept and unpacked.
+    manifest : str or Path, optional
+        The download manifest, by default :data:`MANIFEST`.
+    progress : bool
+        Show download progress.
+    timeout : float
+        Seconds to wait for the server on each read.
+
+    Raises
+    ------
+    DataError
+        Naming the folder or download that failed, with a hint saying what to set.
+    """
+    unknown = [name for name in names if name not in _CHECKS]
+    if unknown:
+        raise DataError(None, f"unknown corpus '{unknown[0]}'; expected one of "
+                              f"{', '.join(sorted(_CHECKS))}")
+    hint = (f"set {SHARED_DATA_ENV}=/path/with/{'-and-'.join(names)} (a folder holding "
+            f"{', '.join(f'{n}/' for n in names)}) or connect to the network to download them")
+    if os.environ.get(SHARED_DATA_ENV):
+        root = Path(os.environ[SHARED_DATA_ENV])
+        try:
+            for name in names:
+                _CHECKS[name](root / name)
+        except DataError as exc:
+            exc.hint = f"{SHARED_DATA_ENV} is set to {root}; expected {', '.join(names)} in it"
+            raise
+        return root
+    try:
+        for name in names:
+            _CHECKS[name](_SIBLING / name)
+        return _SIBLING
+    except DataError:
+        pass
+    root = Path(cache_dir) if cache_dir is not None else user_cache_dir()
+    try:
+        for name in names:
+            locate_corpus(name, download_dir=root, manifest=manifest, progress=progress,
+                          timeout=timeout)
+    except DataError as exc:
+        exc.hint = hint
+        raise
+    return root
