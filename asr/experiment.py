@@ -26,10 +26,10 @@ from asr.evaluate import decode_and_score
 from asr.errors import DataError
 from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_archive
 from asr.features.archive import INDEX_NAME
-from asr.gmm.train import Utterance
 from asr.results import update_results
 from asr.scoring import WerResult
 from asr.system import AsrSystem
+from asr.training import Utterance
 
 log = logging.getLogger(__name__)
 

@@ -392,8 +392,9 @@ def test_non_finite_features_in_memory_name_the_utterance():
 
 def _train_with_one_short_utterance(training: str):
     from asr.gmm.systems import HmmConfig, train_monophone
-    from asr.gmm.train import GmmTrainConfig, Utterance
+    from asr.gmm.train import GmmTrainConfig
     from asr.lexicon import Lexicon
+    from asr.training import Utterance
 
     rng = np.random.default_rng(0)
     lexicon = Lexicon.from_entries([("YES", ["Y", "EH", "S"]), ("NO", ["N", "OW"])])

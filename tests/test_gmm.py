@@ -4,9 +4,10 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from asr.gmm import DiagGmm, GmmAcousticModel, GmmStats, mle_update, split_gaussians
-from asr.gmm.train import GmmTrainConfig, Utterance, train_gmm_hmm
+from asr.gmm.train import GmmTrainConfig, train_gmm_hmm
 from asr.hmm import ContextTree, Topology, TransitionModel
 from asr.lexicon import Lexicon
+from asr.training import Utterance
 
 
 def _gmm(seed=0, pdfs=3, per=2, dim=4):

@@ -216,10 +216,11 @@ def test_yesno_hybrid_from_gmm_alignments(shared_data, tmp_path):
     from asr.evaluate import decode_features
     from asr.features import apply_pipeline, compute_archive_in_memory
     from asr.gmm.systems import HmmConfig, align_utterances, train_monophone
-    from asr.gmm.train import GmmTrainConfig, Utterance
+    from asr.gmm.train import GmmTrainConfig
     from asr.lexicon import Lexicon
     from asr.scoring import compute_wer
     from asr.system import AsrSystem
+    from asr.training import Utterance
 
     dirs = prepare_yesno(shared_data / "yesno", tmp_path / "data")
     mfcc = FeatureConfig(kind="mfcc", num_mel_bins=23, num_ceps=13, deltas=2, cmvn="speaker")

@@ -8,12 +8,16 @@ import numpy as np
 from asr.errors import ModelError
 from asr.fileio import write_json
 from asr.gmm.diag_gmm import DiagGmm
-from asr.models import load_arrays, read_json, register, save_arrays
+from asr.models import load_arrays, read_json, save_arrays
 
 
-@register("gmm")
 class GmmAcousticModel:
-    """Wraps a ``DiagGmm`` behind the ``AcousticModel`` interface."""
+    """Wraps a ``DiagGmm`` behind the ``AcousticModel`` interface.
+
+    Registered as ``"gmm"`` through the ``asr.acoustic_models`` entry point (``setup.cfg``).
+    """
+
+    model_type = "gmm"
 
     def __init__(self, gmm: DiagGmm):
         self.gmm = gmm

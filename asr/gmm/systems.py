@@ -15,12 +15,13 @@ from asr.decoder import DecoderConfig, align
 from asr.features import FeatureConfig
 from asr.gmm.diag_gmm import DiagGmm, flat_start
 from asr.gmm.model import GmmAcousticModel
-from asr.gmm.train import GmmTrainConfig, TrainResult, Utterance, train_gmm_hmm
+from asr.gmm.train import GmmTrainConfig, TrainResult, train_gmm_hmm
 from asr.hmm.graph import training_graph
 from asr.hmm.transitions import Topology, TransitionModel
 from asr.hmm.tree import ContextStats, ContextTree, build_tree
 from asr.lexicon import Lexicon
 from asr.system import AsrSystem
+from asr.training import Utterance
 
 log = logging.getLogger(__name__)
 

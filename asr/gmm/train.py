@@ -26,6 +26,7 @@ from asr.hmm.graph import Graph, training_graph
 from asr.hmm.transitions import TransitionModel
 from asr.hmm.tree import ContextTree
 from asr.lexicon import Lexicon
+from asr.training import Utterance
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,6 @@ class GmmTrainConfig:
             raise ValueError(f"training must be 'viterbi' or 'baum-welch', got {self.training!r}")
         if self.num_iters < 1 or self.max_gaussians < 1:
             raise ValueError("num_iters and max_gaussians must be positive")
-
-
-@dataclass
-class Utterance:
-    """One training utterance: id, features (T, D) and transcript."""
-
-    utt: str
-    feats: np.ndarray
-    words: list[str]
 
 
 @dataclass

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from asr.features import FeatureConfig
-from asr.gmm.train import Utterance
 from asr.nnet.config import NnetConfig
 from asr.nnet.model import HybridAcousticModel, estimate_priors
 from asr.nnet.train import train_nnet
 from asr.system import AsrSystem
+from asr.training import Utterance
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from asr.errors import ModelError
 from asr.fileio import write_json
-from asr.models import load_arrays, read_json, register, save_arrays
+from asr.models import load_arrays, read_json, save_arrays
 from asr.nnet.data import FrameDataset
 from asr.nnet.models import build_net
 
@@ -55,9 +55,10 @@ def estimate_priors(targets: Iterable[np.ndarray], num_pdfs: int,
     return priors / priors.sum()
 
 
-@register("dnn")
 class HybridAcousticModel:
     """A network (``asr.nnet.models``) and pdf priors behind the ``AcousticModel`` interface.
+
+    Registered as ``"dnn"`` through the ``asr.acoustic_models`` entry point (``setup.cfg``).
 
     Parameters
     ----------
@@ -70,6 +71,8 @@ class HybridAcousticModel:
     device : where ``log_likelihoods`` runs (default the CPU; set e.g. ``"cuda"``).
     batch_frames : frames scored per forward pass.
     """
+
+    model_type = "dnn"
 
     def __init__(self, net: nn.Module, priors: np.ndarray):
         spec = net.spec
