@@ -5,6 +5,9 @@
     asr transcribe --model MODEL_DIR FILE.wav [FILE.wav ...]
     asr info MODEL_DIR
     asr models
+
+An error in the input ends the command with one line naming the file and line at fault;
+``asr --debug ...`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from asr.errors import AsrError
+from asr.errors import AsrError, error_line
 
 
 def _decoder_overrides(args, system):
@@ -96,6 +99,8 @@ def cmd_models(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("decode", help="decode a Kaldi data directory; writes OUT/hyp.txt")
     p.add_argument("--model", required=True, type=Path)
@@ -127,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AsrError as exc:
-        print(f"asr: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(error_line(exc, "asr"), file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from asr.errors import AsrError, error_line
 from asr.fileio import remove_stale_temporaries, write_json, write_text
 from asr.settings import load_settings, parse_override, to_dict
 
@@ -110,7 +111,28 @@ def recipe_arguments(description: str, default_settings: Path) -> argparse.Argum
     p.add_argument("--skip-bad-utts", action="store_true",
                    help="leave out (and log) utterances whose audio cannot be used instead of "
                         "stopping; they are listed in exp/<corpus>/feats/<set>/skipped")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error instead of one line")
     return p
+
+
+def run_recipe(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Run a recipe's ``main(argv)``; an :class:`AsrError` ends it with one line and status 2.
+
+    The line, on stderr, names the recipe, the file and line at fault, the reason and the
+    fix where the error knows one (``error_line``); with ``--debug`` the error propagates
+    with its traceback. Use as ``sys.exit(run_recipe(main))``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return main(argv)
+    except AsrError as exc:
+        if "--debug" in argv[:argv.index("--") if "--" in argv else len(argv)]:
+            raise
+        path = Path(main.__code__.co_filename)
+        prog = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+        print(error_line(exc, prog), file=sys.stderr)
+        return 2
 
 
 def resolve_settings(args: argparse.Namespace, cls: type):
@@ -181,5 +203,5 @@ def machine_description() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-__all__ = ["Stage", "machine_description", "recipe_arguments", "resolve_settings",
+__all__ = ["Stage", "machine_description", "recipe_arguments", "resolve_settings", "run_recipe",
            "run_stages", "seed_everything", "setup_logging", "write_settings"]

@@ -385,4 +385,5 @@ def _columns(ex: Experiment) -> set[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from asr.recipe import run_recipe   # an AsrError ends it in one line; --debug: traceback
+    sys.exit(run_recipe(main))

@@ -99,4 +99,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from asr.recipe import run_recipe   # an AsrError ends it in one line; --debug: traceback
+    sys.exit(run_recipe(main))
