@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import tomllib
 
 import numpy as np
@@ -16,6 +18,7 @@ from asr.features import (FeatureConfig, add_deltas, apply_cmvn, apply_pipeline,
                           compute_archive, compute_archive_in_memory, compute_features,
                           dct_matrix, frame_signal, mel_banks, num_frames, read_archive,
                           read_archive_config, splice, write_archive)
+from asr.features.frontend import librosa_mel_banks
 from asr.settings import from_dict
 
 TOLERANCE = 1e-3  # max abs difference from torchaudio (both float32)
@@ -131,6 +134,74 @@ def test_mel_banks_and_dct_match_kaldi():
     np.testing.assert_allclose(dct[:13], kaldi._get_dct_matrix(13, 23).numpy().T, atol=1e-6)
 
 
+def librosa_features(samples: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The same features from ``librosa.feature``, framed as ``cfg`` frames them.
+
+    librosa centres a window shorter than ``n_fft`` in its frame, so the signal is delayed by
+    the difference to give frame ``t`` the samples of ours. Log and DCT as in our front end:
+    natural log floored at float32 eps, orthonormal DCT-II.
+    """
+    import librosa
+    import scipy.signal
+
+    size, win, hop = cfg.padded_size, cfg.window_size, cfg.window_shift
+    delayed = np.concatenate([np.zeros((size - win) // 2), samples * 32768.0])
+    mel = librosa.feature.melspectrogram(
+        y=delayed, sr=cfg.sample_rate, n_fft=size, hop_length=hop, win_length=win,
+        window=scipy.signal.windows.hann(win, sym=True), center=False, power=2.0,
+        n_mels=cfg.num_mel_bins, fmin=cfg.low_freq, fmax=cfg.high_freq_hz,
+        htk=cfg.mel_convention == "htk", norm=None if cfg.mel_convention == "htk" else "slaney")
+    log_mel = np.log(np.maximum(mel, np.finfo(np.float32).eps))
+    if cfg.kind == "fbank":
+        return log_mel.T
+    return librosa.feature.mfcc(S=log_mel, n_mfcc=cfg.num_ceps, dct_type=2, norm="ortho",
+                                lifter=0).T
+
+
+@pytest.mark.parametrize("convention", ["htk", "slaney"])
+@pytest.mark.parametrize("kind", ["mfcc", "fbank"])
+def test_librosa_mel_conventions_match_librosa_feature(wavs, convention, kind):
+    # librosa frames and windows plainly: no pre-emphasis, no DC removal, a Hann window; its
+    # lifter counts from 1 where Kaldi's counts from 0, so the lifter is off.
+    cfg = FeatureConfig(kind=kind, mel_convention=convention, preemphasis=0.0,
+                        remove_dc_offset=False, window="hanning", cepstral_lifter=0.0,
+                        low_freq=64.0, high_freq=-200.0)
+    for name in ("0_0_0_0_1_1_1_1.wav", "5_theo_12.wav"):
+        ours, ref = compute_features(wavs[name], cfg), librosa_features(wavs[name], cfg)
+        assert ours.shape == ref.shape == (num_frames(len(wavs[name]), 200, 80, True),
+                                           cfg.base_dim)
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-4, err_msg=name)
+
+
+def test_librosa_mel_banks_differ_from_kaldis_as_documented():
+    kaldi_banks = mel_banks(23, 256, 8000.0, 20.0, 0.0)
+    htk = librosa_mel_banks("htk", 23, 256, 8000.0, 20.0, 0.0)
+    slaney = librosa_mel_banks("slaney", 23, 256, 8000.0, 20.0, 0.0)
+    assert htk.shape == slaney.shape == kaldi_banks.shape == (129, 23)
+    assert not htk.flags.writeable
+    # Same mel scale and edges, so HTK's peaks sit where Kaldi's do; only the shape between
+    # edges differs (linear in Hz, not in mel).
+    assert (htk.argmax(axis=0) == kaldi_banks.argmax(axis=0)).all()
+    assert 0 < np.abs(htk - kaldi_banks).max() < 0.1
+    # Slaney's scale is linear below 1 kHz, and each triangle has unit area: its peak is
+    # 2 / (its width in Hz), which the FFT bins sample from below.
+    import librosa
+    edges = librosa.mel_frequencies(25, fmin=20.0, fmax=4000.0)
+    np.testing.assert_allclose(np.diff(edges[edges < 1000.0]), edges[1] - edges[0])
+    peak = 2.0 / (edges[2:] - edges[:-2])
+    assert (slaney.max(axis=0) <= peak * (1 + 1e-9)).all()
+    assert (slaney.max(axis=0) >= 0.5 * peak).all()
+    cfg = FeatureConfig(mel_convention="slaney")
+    assert FeatureConfig(**json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+
+
+def test_kaldi_front_end_does_not_load_librosa():
+    code = ("import sys, numpy as np; from asr.features import FeatureConfig, compute_features; "
+            "compute_features(np.zeros(800, np.float32), FeatureConfig()); "
+            "assert 'librosa' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_front_end_handles_short_and_multichannel_input():
     cfg = FeatureConfig()
     assert compute_features(np.zeros(199, dtype=np.float32), cfg).shape == (0, 13)
@@ -154,6 +225,9 @@ def test_front_end_handles_short_and_multichannel_input():
     (dict(num_ceps=24), "num_ceps"), (dict(cepstral_lifter=-1.0), "cepstral_lifter"),
     (dict(energy_floor=-1.0), "energy_floor"), (dict(deltas=-1), "deltas"),
     (dict(delta_window=0), "delta_window"), (dict(splice_left=-1), "splice"),
+    (dict(mel_convention="mel"), "mel_convention must be one of"),
+    (dict(mel_convention="htk", num_mel_bins=100), "no FFT bin"),
+    (dict(mel_convention="slaney", high_freq=300.0), "no FFT bin"),
 ])
 def test_config_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 KINDS = ("mfcc", "fbank")
+MEL_CONVENTIONS = ("kaldi", "htk", "slaney")
 WINDOWS = ("povey", "hamming", "hanning", "rectangular", "blackman")
 CMVN_MODES = ("none", "utterance", "speaker")
 FLOAT_FIELDS = ("frame_length_ms", "frame_shift_ms", "dither", "preemphasis", "low_freq",
@@ -44,6 +45,10 @@ class FeatureConfig:
     snip_edges : only frames that fit inside the signal; if False, reflect the signal at the
         ends and output ``round(num_samples / frame_shift)`` frames.
     num_mel_bins : triangular mel filters.
+    mel_convention : the mel filterbank: ``"kaldi"`` (Kaldi's ``MelBanks``), or librosa's
+        ``"htk"`` or ``"slaney"`` filters (``librosa.filters.mel`` with ``htk=True, norm=None``
+        or with its defaults, Slaney's scale and unit-area filters). Only the filterbank
+        changes; the log, DCT and lifter stay Kaldi's.
     low_freq, high_freq : filterbank edges in Hz; ``high_freq <= 0`` is an offset from Nyquist.
     num_ceps : cepstra kept (MFCC only).
     cepstral_lifter : lifter coefficient ``Q`` (MFCC only; 0 = off).
@@ -74,6 +79,7 @@ class FeatureConfig:
     round_to_power_of_two: bool = True
     snip_edges: bool = True
     num_mel_bins: int = 23
+    mel_convention: str = "kaldi"
     low_freq: float = 20.0
     high_freq: float = 0.0
     num_ceps: int = 13
@@ -102,6 +108,8 @@ class FeatureConfig:
         check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
         check(self.window in WINDOWS, f"window must be one of {WINDOWS}, got {self.window!r}")
         check(self.cmvn in CMVN_MODES, f"cmvn must be one of {CMVN_MODES}, got {self.cmvn!r}")
+        check(self.mel_convention in MEL_CONVENTIONS,
+              f"mel_convention must be one of {MEL_CONVENTIONS}, got {self.mel_convention!r}")
         check(self.frame_shift_ms > 0 and self.frame_length_ms > 0,
               f"frame_length_ms and frame_shift_ms must be positive, got "
               f"{self.frame_length_ms} and {self.frame_shift_ms}")
@@ -140,10 +148,15 @@ class FeatureConfig:
         check(0 <= self.splice_left <= MAX_CONTEXT and 0 <= self.splice_right <= MAX_CONTEXT,
               f"splice_left and splice_right must be in [0, {MAX_CONTEXT}], got "
               f"{self.splice_left} and {self.splice_right}")
-        from asr.features.frontend import mel_banks  # here: the front end imports this module
+        # Imported here: the front end imports this module.
+        from asr.features.frontend import librosa_mel_banks, mel_banks
 
-        mel_banks(self.num_mel_bins, self.padded_size, float(self.sample_rate),
-                  float(self.low_freq), float(self.high_freq))  # ValueError if a bin is empty
+        banks_args = (self.num_mel_bins, self.padded_size, float(self.sample_rate),
+                      float(self.low_freq), float(self.high_freq))
+        if self.mel_convention == "kaldi":      # ValueError if a bin is empty
+            mel_banks(*banks_args)
+        else:
+            librosa_mel_banks(self.mel_convention, *banks_args)
 
     @property
     def window_size(self) -> int:
