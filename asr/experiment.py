@@ -26,7 +26,7 @@ from asr.evaluate import decode_and_score
 from asr.errors import DataError
 from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_archive
 from asr.features.archive import INDEX_NAME
-from asr.results import update_results
+from asr.results import record_system
 from asr.scoring import WerResult
 from asr.system import AsrSystem
 from asr.training import Utterance
@@ -120,32 +120,33 @@ class Experiment:
     def load_system(self, system: str) -> AsrSystem:
         return AsrSystem.load(self.system_dir(system))
 
+    def skipped_utterances(self) -> int:
+        """Utterances the features stages left out as bad (``--skip-bad-utts``), all front ends."""
+        return sum(len(path.read_text(encoding="utf-8").splitlines())
+                   for path in sorted(self.exp.glob("*/**/skipped")) if path.is_file())
+
+    def record(self, system: str, scores: dict[str, WerResult], run: dict) -> None:
+        """Write ``system``'s whole row of results.json (test set -> result) from ``run``
+        (``asr.recipe.run_record``), with the number of utterances skipped as bad."""
+        record_system(self.results / "results.json", system, scores,
+                      {**run, "skipped_utts": self.skipped_utterances()})
+
     def decode(self, system: str, test_set: str, cfg: DecoderConfig | None = None,
-               row: str | None = None, column: str | None = None,
-               features: "Experiment | None" = None) -> float:
-        """Decode one test set with one system and record its ``%WER`` in results.json.
+               column: str | None = None, features: "Experiment | None" = None
+               ) -> tuple[float, WerResult]:
+        """Decode one test set with one system: returns (seconds, result).
 
-        ``row``/``column`` name the result (default: system and test set); ``features``
-        is the experiment whose feature archives the system reads (default: this one).
-        Returns the decoding time in seconds.
+        ``column`` names the result (default: the test set); ``features`` is the experiment
+        whose feature archives the system reads (default: this one). The result is not
+        recorded: the caller gathers a system's results and calls :meth:`record`.
         """
-        seconds, result = self.decode_only(system, test_set, cfg, column, features)
-        update_results(self.results / "results.json", row or system, column or test_set, result)
-        return seconds
-
-    def decode_only(self, system: str, test_set: str, cfg: DecoderConfig | None = None,
-                    column: str | None = None, features: "Experiment | None" = None
-                    ) -> tuple[float, WerResult]:
-        """:meth:`decode` without touching results.json (for parallel decoding, whose
-        caller records the results): returns (seconds, result)."""
         model = self.load_system(system)
         data = self.data_dir(test_set)
         feats = (features or self).load_features(test_set, model.features)
         column = column or test_set
         out = self.system_dir(system) / f"decode_{column}"
-        name = f"exp/{self.corpus}/{system}/decode_{column}"
         start = time.perf_counter()
         refs = {u: data.text[u] for u in data.utts if u in feats}   # skipped ones: not scored
-        result = decode_and_score(model, feats, refs, out, name, cfg, self.progress)
+        result = decode_and_score(model, feats, refs, out, str(out), cfg, self.progress)
         return time.perf_counter() - start, result
 

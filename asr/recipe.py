@@ -15,6 +15,8 @@ import logging
 import os
 import platform
 import random
+import shlex
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ from asr.fileio import remove_stale_temporaries, write_json, write_text
 from asr.settings import load_settings, parse_override, to_dict
 
 log = logging.getLogger("asr.recipe")
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository holding this package (recipes/, results/, data/)."""
 
 
 @dataclass
@@ -199,9 +204,52 @@ def write_settings(exp_dir: Path, settings) -> None:
     write_json(exp_dir / "settings.json", to_dict(settings))
 
 
+def _display_path(token: str) -> str:
+    """An absolute path under the repository's parent folder, relative to the repository."""
+    path = Path(token)
+    if not path.is_absolute():
+        return token
+    try:
+        path.relative_to(REPO.parent)
+    except ValueError:
+        return token
+    return os.path.relpath(path, REPO)
+
+
+def source_commit() -> str:
+    """The repository's commit, with ``+changes`` when tracked files differ from it."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return commit + ("+changes" if dirty else "")
+
+
+def run_record(recipe: str, argv: Sequence[str], settings) -> dict:
+    """What ``results.json`` keeps of this run: commit, date, command line, settings.
+
+    Parameters
+    ----------
+    recipe : the recipe's folder name under ``recipes/``.
+    argv : the command-line arguments as given (overrides and path flags included).
+    settings : the resolved settings dataclass.
+    """
+    return {"commit": source_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "machine": machine_description(),
+            "command": shlex.join(["python", f"recipes/{recipe}/run.py",
+                                   *(_display_path(a) for a in argv)]),
+            "settings": to_dict(settings)}
+
+
 def machine_description() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 __all__ = ["Stage", "machine_description", "recipe_arguments", "resolve_settings", "run_recipe",
-           "run_stages", "seed_everything", "setup_logging", "write_settings"]
+           "run_record", "run_stages", "seed_everything",
+           "source_commit", "setup_logging", "write_settings"]

@@ -1,23 +1,30 @@
 """Results of a recipe: ``results.json``, the generated ``RESULTS.md`` and plots.
 
-``results.json`` maps system -> test set -> scores, and nothing else::
+``results.json`` holds one row per system and the runs the rows came from::
 
-    {"mono": {"test": {"wer": 1.23, "errors": 12, "words": 974,
-                       "ins": 3, "del": 4, "sub": 5,
-                       "line": "%WER 1.23 [ 12 / 974, 3 ins, 4 del, 5 sub ] exp/mono/decode_test"}}}
+    {"systems": {"mono": {"run": "3f2a9c01d4e5",
+                          "test_sets": {"test": {"wer": 1.23, "errors": 12, "words": 974,
+                                                 "ins": 3, "del": 4, "sub": 5,
+                                                 "line": "%WER 1.23 [ 12 / 974, ...] exp/..."}}}},
+     "runs": {"3f2a9c01d4e5": {"commit": "...", "date": "...", "command": "...",
+                               "settings": {...}, "skipped_utts": 0, ...}}}
 
-Facts about a run (date, machine, commands) belong in ``RESULTS.md``, passed as ``notes``.
-Every output is deterministic: the same results give the same bytes.
+A recipe records each system it ran as a whole row (:func:`record_system`): the row's
+test sets are exactly those of that run, so nothing from an earlier run survives in it,
+and the row names the run (commit, date, command line, resolved settings, utterances
+skipped as bad) it came from. Rows of systems the run did not touch keep their own runs.
+The same results and runs give the same bytes.
 
->>> update_results("results/yesno/results.json", "mono", "test", wer)      # doctest: +SKIP
+>>> record_system("results/yesno/results.json", "mono", {"test": wer}, run)  # doctest: +SKIP
 >>> write_results_md("results/yesno/results.json", "results/yesno/RESULTS.md", "yesno")  # doctest: +SKIP
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from asr.errors import DataError
 from asr.fileio import atomic_file, write_json, write_text
@@ -26,54 +33,95 @@ from asr.scoring import WerResult
 MISSING = "–"
 """Table cell of a system not scored on a test set."""
 
-_LAYOUT = "expected {system: {test set: {wer, errors, words, ins, del, sub, line}}}"
+_LAYOUT = ('expected {"systems": {system: {"run": id, "test_sets": {test set: {wer, errors, '
+           'words, ins, del, sub, line}}}}, "runs": {id: {...}}}')
 
 
 # --------------------------------------------------------------------------- store
 
-def load_results(json_path: str | Path) -> dict[str, dict[str, dict]]:
-    """Read ``results.json``; a missing file is an empty store.
-
-    Raises
-    ------
-    DataError
-        The file is not JSON or not laid out as system -> test set -> scores.
-    """
+def _load_store(json_path: str | Path) -> dict:
+    """The whole store, checked; a missing file is an empty store."""
     path = Path(json_path)
     if not path.exists():
-        return {}
+        return {"systems": {}, "runs": {}}
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        store = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(path, f"not valid JSON ({err.msg}); {_LAYOUT}", err.lineno) from err
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(path, f"cannot read results: {err}") from err
-    if not isinstance(results, dict):
-        raise DataError(path, f"top level is {type(results).__name__}; {_LAYOUT}")
-    for system, by_set in results.items():
-        if not isinstance(by_set, dict):
-            raise DataError(path, f"system {system!r} maps to {type(by_set).__name__}; {_LAYOUT}")
-        for test_set, cell in by_set.items():
+    if not isinstance(store, dict) or set(store) != {"systems", "runs"}:
+        raise DataError(path, f"top level must hold exactly 'systems' and 'runs'; {_LAYOUT}")
+    systems, runs = store["systems"], store["runs"]
+    if not isinstance(systems, dict) or not isinstance(runs, dict):
+        raise DataError(path, f"'systems' and 'runs' must be objects; {_LAYOUT}")
+    for system, row in systems.items():
+        if not (isinstance(row, dict) and isinstance(row.get("test_sets"), dict)):
+            raise DataError(path, f"system {system!r} lacks a 'test_sets' object; {_LAYOUT}")
+        if row.get("run") not in runs:
+            raise DataError(path, f"system {system!r} names run {row.get('run')!r}, which "
+                                  f"'runs' does not hold; {_LAYOUT}")
+        for test_set, cell in row["test_sets"].items():
             ok = (isinstance(cell, dict) and isinstance(cell.get("line"), str)
                   and isinstance(cell.get("wer"), (int, float)) and not isinstance(cell["wer"], bool))
             if not ok:
                 raise DataError(path, f"{system!r} / {test_set!r} lacks a numeric 'wer' or a "
                                       f"'line'; {_LAYOUT}")
-    return results
+    return store
 
 
-def update_results(json_path: str | Path, system: str, test_set: str, wer_result: WerResult) -> None:
-    """Record ``wer_result`` as ``system`` on ``test_set`` in ``results.json``.
+def load_results(json_path: str | Path) -> dict[str, dict[str, dict]]:
+    """The scores of ``results.json``: system -> test set -> ``{wer, errors, ..., line}``.
 
-    Reads the store, replaces that one entry and writes the whole file back atomically
-    with sorted keys. Writers of one file must take turns (recipe stages run in order).
+    Raises
+    ------
+    DataError
+        The file is not JSON or not laid out as the module docstring shows.
     """
-    for what, value in (("system", system), ("test set", test_set)):
+    return {system: row["test_sets"]
+            for system, row in _load_store(json_path)["systems"].items()}
+
+
+def load_runs(json_path: str | Path) -> dict[str, dict]:
+    """system -> the run its row came from (commit, date, command, settings, ...)."""
+    store = _load_store(json_path)
+    return {system: store["runs"][row["run"]] for system, row in store["systems"].items()}
+
+
+def run_id(run: Mapping) -> str:
+    """A short id of a run record: the first 12 hex digits of its canonical JSON's sha256."""
+    canonical = json.dumps(run, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def record_system(json_path: str | Path, system: str, scores: Mapping[str, WerResult],
+                  run: Mapping) -> None:
+    """Replace ``system``'s whole row in ``results.json`` with ``scores`` from ``run``.
+
+    Parameters
+    ----------
+    system : the row's name.
+    scores : test set -> result; the row holds exactly these test sets afterwards.
+    run : plain-JSON facts of the run that made them (see ``asr.recipe.run_record``).
+
+    Runs that no row names any more are dropped. The file is written atomically with
+    sorted keys; writers of one file must take turns (recipe stages run in order).
+    """
+    for what, value in [("system", system), *(("test set", t) for t in scores)]:
         if not isinstance(value, str) or not value:
             raise ValueError(f"{what} name must be a non-empty string, got {value!r}")
-    results = load_results(json_path)
-    results.setdefault(system, {})[test_set] = {**wer_result.to_dict(), "line": wer_result.line()}
-    write_json(json_path, results)
+    if not scores:
+        raise ValueError(f"system {system!r}: no scores to record")
+    store = _load_store(json_path)
+    run = json.loads(json.dumps(run))          # plain JSON, detached from the caller
+    key = run_id(run)
+    store["runs"][key] = run
+    store["systems"][system] = {
+        "run": key,
+        "test_sets": {t: {**r.to_dict(), "line": r.line()} for t, r in scores.items()}}
+    used = {row["run"] for row in store["systems"].values()}
+    store["runs"] = {k: v for k, v in store["runs"].items() if k in used}
+    write_json(json_path, store)
 
 
 def _ordered(first: Sequence[str] | None, present: Sequence[str]) -> list[str]:
@@ -96,7 +144,8 @@ def write_results_md(json_path: str | Path, md_path: str | Path, title: str,
                      system_order: Sequence[str] | None = None,
                      test_set_order: Sequence[str] | None = None,
                      notes: str = "",
-                     mean_columns: dict[str, Sequence[str]] | None = None) -> None:
+                     mean_columns: dict[str, Sequence[str]] | None = None,
+                     sections: Sequence[str] = ()) -> None:
     """Generate ``RESULTS.md`` from ``results.json``.
 
     Parameters
@@ -114,6 +163,8 @@ def write_results_md(json_path: str | Path, md_path: str | Path, title: str,
         Extra columns, name -> test sets, holding the mean WER over those test sets
         (empty cell unless the system was scored on all of them),
         e.g. ``{"heldout mean": ["spk_a", "spk_b"]}``.
+    sections
+        Markdown blocks placed after the table (e.g. :func:`seed_spread_table`).
 
     The page holds a table (rows = systems, columns = test sets, cells = WER in percent
     with two decimals, ``–`` where missing), then every ``%WER`` line grouped by system.
@@ -141,6 +192,8 @@ def write_results_md(json_path: str | Path, md_path: str | Path, title: str,
         cells = [wer_cell(system, [t]) for t in test_sets]
         cells += [wer_cell(system, members) for members in means.values()]
         out.append("| " + " | ".join([_cell(system), *cells]) + " |")
+    for section in sections:
+        out += ["", section.strip()]
     out += ["", "## %WER lines", "", "```"]
     groups = []
     for system in systems:
@@ -150,7 +203,70 @@ def write_results_md(json_path: str | Path, md_path: str | Path, title: str,
             groups.append([f"# {system}", *lines])
     out += "\n\n".join("\n".join(group) for group in groups).splitlines()
     out += ["```", ""]
+    out += _runs_section(_load_store(json_path), systems)
     write_text(md_path, "\n".join(out))
+
+
+def _runs_section(store: dict, systems: Sequence[str]) -> list[str]:
+    """Markdown lines naming the run (commit, date, command, skipped) behind each row."""
+    by_run: dict[str, list[str]] = {}
+    for system in systems:
+        if system in store["systems"]:
+            by_run.setdefault(store["systems"][system]["run"], []).append(system)
+    if not by_run:
+        return []
+    out = ["## Runs", "",
+           "Each row comes from one run; `results.json` also holds each run's resolved "
+           "settings.", ""]
+    for key, names in by_run.items():
+        run = store["runs"][key]
+        facts = [f"commit `{run.get('commit', 'unknown')}`", str(run.get("date", "no date"))]
+        if "machine" in run:
+            facts.append(str(run["machine"]))
+        if "skipped_utts" in run:
+            facts.append(f"{run['skipped_utts']} utterance(s) skipped as bad")
+        out.append(f"- **{', '.join(_cell(n) for n in names)}** (run `{key}`): "
+                   + "; ".join(facts) + ".")
+        if run.get("command"):
+            out.append(f"  `{run['command']}`")
+    return out + [""]
+
+
+def seed_spread_table(json_path: str | Path, systems: Sequence[str],
+                      test_sets: Sequence[str],
+                      mean_rows: dict[str, Sequence[str]] | None = None) -> str:
+    """Markdown table of one system trained with several seeds (one row each in the store).
+
+    Rows are ``test_sets``, then ``mean_rows`` (name -> test sets: the mean WER over them
+    per seed); columns give each system's WER and errors, then the mean over the systems
+    ± the sample standard deviation, and the range. Test sets that not every system
+    scored are left out.
+    """
+    results = load_results(json_path)
+
+    def everywhere(names: Sequence[str]) -> list[str]:
+        return [t for t in names if all(t in results.get(x, {}) for x in systems)]
+
+    def row(name: str, wers: list[float], cells: list[str]) -> str:
+        mean = math.fsum(wers) / len(wers)
+        std = (math.sqrt(math.fsum((w - mean) ** 2 for w in wers) / (len(wers) - 1))
+               if len(wers) > 1 else 0.0)
+        return (f"| {_cell(name)} | " + " | ".join(cells)
+                + f" | {mean:.2f} ± {std:.2f} | {min(wers):.2f}–{max(wers):.2f} |")
+
+    out = ["| test set | " + " | ".join(_cell(x) for x in systems) + " | mean ± sd | range |",
+           "| :--- |" + " ---: |" * (len(systems) + 2)]
+    for t in everywhere(test_sets):
+        cells = [results[x][t] for x in systems]
+        out.append(row(t, [c["wer"] for c in cells],
+                       [f"{c['wer']:.2f} ({c['errors']})" for c in cells]))
+    for name, members in (mean_rows or {}).items():
+        members = everywhere(members)
+        if members:
+            means = [math.fsum(results[x][t]["wer"] for t in members) / len(members)
+                     for x in systems]
+            out.append(row(name, means, [f"{m:.2f}" for m in means]))
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- plots

@@ -173,6 +173,20 @@ def test_validation_split_is_by_utterance_and_seeded():
     assert split_utterances(utts, 0.0, seed=0) == (utts, [])
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_validation_split_keeps_copies_with_their_source(seed):
+    clean = [f"u{i:02d}" for i in range(30)]
+    copies = {f"{p}-{u}": u for u in clean for p in ("sp0.9", "sp1.1", "white10")}
+    sources = {**{u: u for u in clean}, **copies}
+    train, valid = split_utterances(sorted(sources), 0.1, seed, sources)
+    assert sorted(train + valid) == sorted(sources)
+    assert not {sources[u] for u in train} & {sources[u] for u in valid}   # no leak
+    assert len(valid) == 12                   # three whole sources of four utterances each
+    assert split_utterances(sorted(sources), 0.1, seed, sources) == (train, valid)
+    one = {u: "same" for u in sources}        # a single source cannot be split
+    assert split_utterances(sorted(sources), 0.5, seed, one) == (sorted(sources), [])
+
+
 def test_priors_are_floored_frequencies_summing_to_one():
     priors = estimate_priors({"a": np.array([0, 0, 1]), "b": np.array([1, 1, 0])}, 3,
                              floor=1e-3)

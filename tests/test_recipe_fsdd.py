@@ -1,9 +1,9 @@
 """A reduced FSDD recipe run (fewer strings, folds and iterations) that still asserts WER bounds."""
-import json
 import re
 
 import pytest
 
+from asr.results import load_results, load_runs
 from conftest import load_recipe
 
 REDUCED = ["--set", "corpus.connected_train=60", "--set", "corpus.connected_test=20",
@@ -16,7 +16,7 @@ REDUCED = ["--set", "corpus.connected_train=60", "--set", "corpus.connected_test
            "--set", "hmmlearn.n_iter=3", "--set", 'systems=["mono","tri","hmmlearn","dnn"]',
            "--set", "dnn.epochs=2", "--set", "dnn.hidden_dim=64", "--set", "dnn.num_layers=2",
            "--set", "augment.speed_factors=[1.1]", "--set", "augment.noise_snrs=[10]",
-           "--set", "augment.gmm_noisy=true"]
+           "--set", "augment.gmm_noisy=true", "--set", "dnn_extra_seeds=[1]"]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,9 @@ def fsdd_run(tmp_path_factory, shared_data):
 
 
 def test_reduced_fsdd_recipe_bounds(fsdd_run):
-    results = json.loads((fsdd_run / "results/fsdd/results.json").read_text())
-    assert set(results) == {"mono", "tri", "hmmlearn", "dnn"}
+    results = load_results(fsdd_run / "results/fsdd/results.json")
+    assert set(results) == {"mono", "tri", "hmmlearn", "dnn", "dnn_seed1"}
+    assert set(results["dnn_seed1"]) == {"heldout_theo", "connected_heldout_theo"}
     assert set(results["mono"]) == {"isolated", "connected", "white_10dB", "heldout_theo",
                                     "connected_heldout_theo"}
     assert set(results["hmmlearn"]) == {"isolated", "heldout_theo"}
@@ -40,10 +41,47 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     assert results["tri"]["connected"]["wer"] <= 20.0  # the monophone sees isolated digits only
     md = (fsdd_run / "results/fsdd/RESULTS.md").read_text()
     assert "| mono |" in md and "%WER" in md
+    assert "## Hybrid DNN over 2 seeds" in md and "| heldout mean |" in md
+    runs = load_runs(fsdd_run / "results/fsdd/results.json")
+    assert runs["mono"]["settings"]["mono"]["num_iters"] == 8          # overrides recorded
+    assert "--set mono.num_iters=8" in runs["mono"]["command"]
+    assert runs["mono"]["skipped_utts"] == 0 and runs["mono"]["commit"]
     assert (fsdd_run / "results/fsdd/wer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(results["dnn"]) == set(results["mono"])
     assert results["dnn"]["isolated"]["wer"] <= 10.0
     assert (fsdd_run / "results/fsdd/dnn_learning_curve.png").exists()
+
+
+def test_validation_never_holds_a_copy_of_a_training_recording(fsdd_run):
+    from asr.data import DataDir, copy_source
+    exp, data = fsdd_run / "exp/fsdd", fsdd_run / "data/fsdd"
+    for fold, copies in (("main", "train_noisy"), ("heldout_theo", "train_sp")):
+        train, valid = (set((exp / fold / "dnn_train" / name).read_text().split())
+                        for name in ("train_utts", "valid_utts"))
+        source = {u: u for u in DataDir.load(data / fold / "train").utts}
+        source.update({u: copy_source(u) for u in DataDir.load(data / fold / copies).utts})
+        assert valid and train and (train | valid) <= set(source)
+        assert any(u != source[u] for u in valid)                  # copies do validate
+        assert not {source[u] for u in valid} & {source[u] for u in train}
+
+
+def test_a_rerun_rewrites_the_rows_of_its_systems_whole(fsdd_run, shared_data):
+    """Decode again with one system and no held-out fold: that row loses its old columns."""
+    path = fsdd_run / "results/fsdd/results.json"
+    before = load_results(path)
+    args = ["--corpus", str(shared_data / "fsdd" / "recordings"), "--exp", str(fsdd_run / "exp"),
+            "--data", str(fsdd_run / "data"), "--results", str(fsdd_run / "results"),
+            "--no-progress", "--stage", "6", "--stop-stage", "7", "--force"]
+    rerun = REDUCED + ["--set", 'systems=["mono"]', "--set", "corpus.heldout_folds=[]"]
+    assert load_recipe("fsdd").main(args + rerun) == 0
+    after, runs = load_results(path), load_runs(path)
+    assert set(after["mono"]) == {"isolated", "connected", "white_10dB"}    # no stale columns
+    assert after["mono"]["isolated"] == before["mono"]["isolated"]
+    assert after["tri"] == before["tri"]                                   # untouched rows stay
+    assert "corpus.heldout_folds=[]" in runs["mono"]["command"]
+    assert "corpus.heldout_folds=[]" not in runs["tri"]["command"]
+    md = (fsdd_run / "results/fsdd/RESULTS.md").read_text()
+    assert md.count("(run `") == 2                                          # two runs named
 
 
 def test_hybrid_trains_on_augmented_copies(fsdd_run):

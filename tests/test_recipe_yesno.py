@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from asr.cli import main as asr_main
+from asr.results import load_results
 from conftest import load_recipe
 
 
@@ -23,8 +24,7 @@ def yesno_run(tmp_path_factory, shared_data):
 
 def test_yesno_recipe_gets_zero_wer(yesno_run):
     root, _ = yesno_run
-    results = json.loads((root / "results/yesno/results.json").read_text())
-    test = results["mono"]["test"]
+    test = load_results(root / "results/yesno/results.json")["mono"]["test"]
     assert (test["errors"], test["words"]) == (0, 232)
     assert test["line"].startswith("%WER 0.00 [ 0 / 232, 0 ins, 0 del, 0 sub ]")
     md = (root / "results/yesno/RESULTS.md").read_text()
@@ -33,7 +33,7 @@ def test_yesno_recipe_gets_zero_wer(yesno_run):
 
 def test_yesno_hybrid_row(yesno_run):
     root, _ = yesno_run
-    dnn = json.loads((root / "results/yesno/results.json").read_text())["dnn"]["test"]
+    dnn = load_results(root / "results/yesno/results.json")["dnn"]["test"]
     assert dnn["words"] == 232 and dnn["wer"] <= 2.0
     assert "| dnn |" in (root / "results/yesno/RESULTS.md").read_text()
     history = json.loads((root / "exp/yesno/dnn_train/history.json").read_text())

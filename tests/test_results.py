@@ -6,11 +6,13 @@ import json
 import pytest
 
 from asr.errors import DataError
-from asr.results import (MISSING, load_results, plot_curves, plot_results, update_results,
-                         write_results_md)
+from asr.results import (MISSING, load_results, load_runs, plot_curves, plot_results,
+                         record_system, seed_spread_table, write_results_md)
 from asr.scoring import WerResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN = {"commit": "0123abc", "date": "2024-01-01 00:00:00 UTC", "command": "python run.py",
+       "settings": {"seed": 0}}
 
 
 def wer(errors: int, words: int, name: str) -> WerResult:
@@ -21,27 +23,41 @@ def wer(errors: int, words: int, name: str) -> WerResult:
 @pytest.fixture
 def store(tmp_path):
     path = tmp_path / "results" / "results.json"
-    update_results(path, "tri1", "test", wer(1, 100, "exp/tri1/decode_test"))
-    update_results(path, "mono", "test", wer(3, 100, "exp/mono/decode_test"))
-    update_results(path, "mono", "spk_b", wer(10, 40, "exp/mono/decode_spk_b"))
-    update_results(path, "mono", "spk_a", wer(1, 3, "exp/mono/decode_spk_a"))
+    record_system(path, "tri1", {"test": wer(1, 100, "exp/tri1/decode_test")}, RUN)
+    record_system(path, "mono", {"test": wer(3, 100, "exp/mono/decode_test"),
+                                 "spk_b": wer(10, 40, "exp/mono/decode_spk_b"),
+                                 "spk_a": wer(1, 3, "exp/mono/decode_spk_a")}, RUN)
     return path
 
 
-def test_update_results_round_trip(store):
+def test_record_system_round_trip(store):
     results = load_results(store)
     assert list(results) == ["mono", "tri1"]                      # sorted on disk
     assert list(results["mono"]) == ["spk_a", "spk_b", "test"]
     assert results["mono"]["spk_b"] == {
         "wer": 25.0, "errors": 10, "words": 40, "ins": 0, "del": 10, "sub": 0,
         "line": "%WER 25.00 [ 10 / 40, 0 ins, 10 del, 0 sub ] exp/mono/decode_spk_b"}
+    assert load_runs(store) == {"mono": RUN, "tri1": RUN}
+    assert len(json.loads(store.read_text())["runs"]) == 1        # one record, shared
     before = store.read_bytes()
-    update_results(store, "mono", "spk_b", wer(10, 40, "exp/mono/decode_spk_b"))
+    record_system(store, "mono", {"test": wer(3, 100, "exp/mono/decode_test"),
+                                  "spk_b": wer(10, 40, "exp/mono/decode_spk_b"),
+                                  "spk_a": wer(1, 3, "exp/mono/decode_spk_a")}, RUN)
     assert store.read_bytes() == before                          # deterministic
-    update_results(store, "mono", "spk_b", wer(4, 40, "exp/mono/decode_spk_b"))
-    assert load_results(store)["mono"]["spk_b"]["errors"] == 4   # replaced, others kept
-    assert load_results(store)["tri1"]["test"]["errors"] == 1
     assert not [p for p in store.parent.iterdir() if p.name != "results.json"]
+
+
+def test_record_system_rewrites_the_row_whole(store):
+    later = {**RUN, "date": "2024-02-01 00:00:00 UTC", "settings": {"seed": 1}}
+    record_system(store, "mono", {"spk_a": wer(2, 3, "exp/mono/decode_spk_a")}, later)
+    results, runs = load_results(store), load_runs(store)
+    assert list(results["mono"]) == ["spk_a"]                    # no stale test sets
+    assert results["mono"]["spk_a"]["errors"] == 2
+    assert runs["mono"] == later and runs["tri1"] == RUN          # each row names its run
+    record_system(store, "tri1", {"test": wer(0, 100, "exp/tri1/decode_test")}, later)
+    assert len(json.loads(store.read_text())["runs"]) == 1        # unused runs dropped
+    with pytest.raises(ValueError, match="no scores"):
+        record_system(store, "dnn", {}, RUN)
 
 
 def test_load_results_missing_file_is_empty(tmp_path):
@@ -49,15 +65,33 @@ def test_load_results_missing_file_is_empty(tmp_path):
 
 
 @pytest.mark.parametrize("content, match", [
-    ('{"mono": {"test": ', "results.json:1: not valid JSON"),
-    ('{"mono": [1]}', "system 'mono' maps to list"),
-    ('{"mono": {"test": {"wer": 1.0}}}', "'mono' / 'test' lacks"),
+    ('{"systems": {"mono": ', "results.json:1: not valid JSON"),
+    ('{"mono": {"test": {}}}', "exactly 'systems' and 'runs'"),
+    ('{"systems": {"mono": [1]}, "runs": {}}', "'mono' lacks a 'test_sets'"),
+    ('{"systems": {"mono": {"run": "x", "test_sets": {}}}, "runs": {}}', "names run 'x'"),
+    ('{"systems": {"mono": {"run": "x", "test_sets": {"test": {"wer": 1.0}}}}, '
+     '"runs": {"x": {}}}', "'mono' / 'test' lacks"),
 ])
 def test_load_results_rejects_bad_layout(tmp_path, content, match):
     path = tmp_path / "results.json"
     path.write_text(content)
     with pytest.raises(DataError, match=match):
         load_results(path)
+
+
+def test_seed_spread_table(tmp_path):
+    path = tmp_path / "results.json"
+    for system, errors in (("dnn", (2, 10)), ("dnn_seed1", (4, 12)), ("dnn_seed2", (6, 14))):
+        record_system(path, system, {"a": wer(errors[0], 100, "x"),
+                                     "b": wer(errors[1], 100, "y")}, RUN)
+    record_system(path, "other", {"c": wer(1, 100, "z")}, RUN)
+    table = seed_spread_table(path, ["dnn", "dnn_seed1", "dnn_seed2"], ["a", "b", "c"],
+                              mean_rows={"mean": ["a", "b"]}).splitlines()
+    assert table[0] == "| test set | dnn | dnn_seed1 | dnn_seed2 | mean ± sd | range |"
+    assert table[2] == "| a | 2.00 (2) | 4.00 (4) | 6.00 (6) | 4.00 ± 2.00 | 2.00–6.00 |"
+    assert table[3].startswith("| b | 10.00 (10) |")
+    assert table[4] == "| mean | 6.00 | 8.00 | 10.00 | 8.00 ± 2.00 | 6.00–10.00 |"
+    assert len(table) == 5                                        # "c": not scored by all
 
 
 def parse_table(markdown: str) -> tuple[list[str], dict[str, list[str]]]:
@@ -97,6 +131,7 @@ def test_results_md_table_and_wer_lines(store, tmp_path):
                      test_set_order=["test"], notes="Run on 2024-01-01, 2 cores.",
                      mean_columns={"heldout mean": ["spk_a", "spk_b"]})
     assert md.read_bytes() == first
+    assert "## Runs" in text and "commit `0123abc`" in text and "`python run.py`" in text
 
 
 def test_results_md_default_order_is_sorted(store, tmp_path):
@@ -118,8 +153,11 @@ def test_plot_results_png_is_deterministic(store, tmp_path):
 
 def test_plot_results_many_test_sets(tmp_path):
     path = tmp_path / "results.json"
+    rows: dict = {}
     for i in range(25):
-        update_results(path, f"system{i % 12}", f"noisy_babble_snr{i:02d}", wer(i, 50, f"d{i}"))
+        rows.setdefault(f"system{i % 12}", {})[f"noisy_babble_snr{i:02d}"] = wer(i, 50, f"d{i}")
+    for system, scores in rows.items():
+        record_system(path, system, scores, RUN)
     plot_results(path, tmp_path / "wer.png", "many")
     assert (tmp_path / "wer.png").read_bytes().startswith(PNG_SIGNATURE)
 
@@ -137,4 +175,5 @@ def test_plot_curves_png_is_deterministic(tmp_path):
 
 
 def test_results_json_is_plain_json(store):
-    assert json.loads(store.read_text()) == load_results(store)
+    stored = json.loads(store.read_text())
+    assert {k: v["test_sets"] for k, v in stored["systems"].items()} == load_results(store)

@@ -38,7 +38,8 @@ def pdf_targets(alignments: dict[str, tuple[np.ndarray, object]]) -> dict[str, n
 
 def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
                  base_system: AsrSystem, nnet_features: FeatureConfig, cfg: NnetConfig,
-                 out_dir: str | Path, progress: bool = True) -> AsrSystem:
+                 out_dir: str | Path, progress: bool = True,
+                 sources: dict[str, str] | None = None) -> AsrSystem:
     """Train a network on ``targets`` and wrap it as a system sharing ``base_system``'s HMMs.
 
     Parameters
@@ -51,6 +52,8 @@ def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
     cfg : network and training settings.
     out_dir : the training folder (settings, checkpoint, history; see ``train_nnet``).
         Save the returned system elsewhere: ``AsrSystem.save`` replaces its directory.
+    sources : utt -> the recording an augmented copy was made from, so that the
+        validation split keeps every copy of a recording on one side (see ``train_nnet``).
 
     Returns
     -------
@@ -65,7 +68,7 @@ def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
                 f"{len(targets[utt])} targets; both front ends must frame the audio alike "
                 f"(frame_length_ms, frame_shift_ms, snip_edges)")
     used = {u: targets[u] for u in feats if u in targets}
-    net, history = train_nnet(feats, used, num_pdfs, cfg, out_dir, progress)
+    net, history = train_nnet(feats, used, num_pdfs, cfg, out_dir, progress, sources)
     priors = estimate_priors(used, num_pdfs, cfg.prior_floor)
     model = HybridAcousticModel(net, priors)
     if history:

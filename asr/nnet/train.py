@@ -10,6 +10,8 @@ Files written into ``out_dir``::
                      weights so far, history and every RNG state (tensors and plain data
                      only, so it loads with ``torch.load(..., weights_only=True)``)
     history.json     per epoch: losses, frame accuracies, learning rate, seconds, frames/s
+    train_utts, valid_utts   the utterances of each side of the split, one id a line
+                     (validation is drawn by source recording: no copy on the other side)
 
 A run that is killed resumes from ``checkpoint.pt`` when called again with the same
 settings and reaches the same weights as a run that was never interrupted (on the CPU with
@@ -24,7 +26,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -33,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from asr.errors import ModelError
-from asr.fileio import atomic_file, write_json
+from asr.fileio import atomic_file, write_json, write_text
 from asr.nnet.config import NnetConfig
 from asr.nnet.data import FrameDataset, mask_frequencies
 from asr.nnet.models import build_net, net_spec
@@ -41,6 +43,7 @@ from asr.nnet.models import build_net, net_spec
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SPLIT_FILES = ("train_utts", "valid_utts")
 CHECKPOINT_FORMAT = 1
 #: Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "num_threads")
@@ -57,19 +60,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def split_utterances(utts: list[str], valid_fraction: float, seed: int
-                     ) -> tuple[list[str], list[str]]:
-    """Seeded split of sorted utterance ids into (train, valid); valid may be empty."""
+def split_utterances(utts: list[str], valid_fraction: float, seed: int,
+                     sources: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Seeded split of utterance ids into sorted (train, valid); valid may be empty.
+
+    ``sources`` maps an utterance to the recording it was made from (an augmented copy to
+    its clean original; default: each utterance is its own source). Whole sources are
+    drawn for validation, so all copies of one recording fall on the same side, until
+    ``valid_fraction`` of the utterances (at least one source, never all) is held out.
+    """
     utts = sorted(utts)
-    num_valid = int(round(valid_fraction * len(utts)))
-    if valid_fraction > 0 and len(utts) > 1:
-        num_valid = min(max(num_valid, 1), len(utts) - 1)
-    else:
-        num_valid = 0
-    order = np.random.default_rng(seed).permutation(len(utts))
-    valid = sorted(utts[i] for i in order[:num_valid])
+    source_of = {u: (sources or {}).get(u, u) for u in utts}
+    members: dict[str, list[str]] = {}
+    for u in utts:
+        members.setdefault(source_of[u], []).append(u)
+    names = sorted(members)
+    if valid_fraction <= 0 or len(names) < 2:
+        return utts, []
+    wanted = max(int(round(valid_fraction * len(utts))), 1)
+    valid: list[str] = []
+    for i in np.random.default_rng(seed).permutation(len(names)):
+        if len(valid) >= wanted:
+            break
+        valid += members[names[i]]
+    if len(valid) == len(utts):          # never every source: keep the last one for training
+        valid = [u for u in valid if source_of[u] != source_of[valid[-1]]]
     chosen = set(valid)
-    return [u for u in utts if u not in chosen], valid
+    return [u for u in utts if u not in chosen], sorted(valid)
 
 
 @contextlib.contextmanager
@@ -96,8 +113,9 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: NnetConfig):
 
 
 def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-              num_pdfs: int, cfg: NnetConfig, device: torch.device
-              ) -> tuple[FrameDataset, FrameDataset | None]:
+              num_pdfs: int, cfg: NnetConfig, device: torch.device,
+              sources: Mapping[str, str] | None
+              ) -> tuple[FrameDataset, FrameDataset | None, list[str], list[str]]:
     utts = sorted(u for u in train_feats if u in targets)
     if not utts:
         raise ValueError("no utterance has both features and targets")
@@ -112,7 +130,7 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
         if len(t) and (t.min() < 0 or t.max() >= num_pdfs):
             raise ValueError(f"utterance {u!r}: pdf ids must lie in [0, {num_pdfs}), got "
                              f"{t.min()}..{t.max()}")
-    train_utts, valid_utts = split_utterances(utts, cfg.valid_fraction, cfg.seed)
+    train_utts, valid_utts = split_utterances(utts, cfg.valid_fraction, cfg.seed, sources)
     datasets = [FrameDataset([train_feats[u] for u in names], [targets[u] for u in names],
                              cfg.context_left, cfg.context_right) if names else None
                 for names in (train_utts, valid_utts)]
@@ -131,7 +149,7 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
     log.info("training on %d utterances (%d frames), validating on %d (%d frames), %s",
              len(train_utts), len(train_set), len(valid_utts),
              0 if valid_set is None else len(valid_set), device)
-    return train_set, valid_set
+    return train_set, valid_set, train_utts, valid_utts
 
 
 def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torch.device,
@@ -211,8 +229,8 @@ def _check_resumable(path: Path, state: dict, cfg: NnetConfig, spec: dict) -> No
 
 
 def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-               num_pdfs: int, cfg: NnetConfig, out_dir: str | Path, progress: bool = True
-               ) -> tuple[nn.Module, list[dict]]:
+               num_pdfs: int, cfg: NnetConfig, out_dir: str | Path, progress: bool = True,
+               sources: Mapping[str, str] | None = None) -> tuple[nn.Module, list[dict]]:
     """Train a frame classifier, resuming from ``out_dir/checkpoint.pt`` if there is one.
 
     Parameters
@@ -223,6 +241,8 @@ def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray
     num_pdfs : outputs of the network (the tree's pdfs).
     cfg : settings; ``valid_fraction`` of the utterances is held out (seeded).
     out_dir : folder for settings, checkpoint and history (created).
+    sources : utterance id -> the recording it was made from (augmented copies); all
+        copies of one recording fall on the same side of the validation split.
 
     Returns
     -------
@@ -236,7 +256,10 @@ def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray
     device = resolve_device(cfg.device)
     write_json(out_dir / "settings.json", dataclasses.asdict(cfg))
     with _torch_settings(cfg, device):
-        train_set, valid_set = _datasets(train_feats, targets, num_pdfs, cfg, device)
+        train_set, valid_set, *split = _datasets(train_feats, targets, num_pdfs, cfg, device,
+                                                 sources)
+        for name, names in zip(SPLIT_FILES, split):
+            write_text(out_dir / name, "".join(f"{u}\n" for u in names))
         spec = net_spec(cfg, train_set.dim, num_pdfs)
         torch.manual_seed(cfg.seed)
         net = build_net(spec).to(device)

@@ -35,10 +35,9 @@ from asr.gmm.systems import HmmConfig, align_utterances, train_monophone, train_
 from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
 from asr.nnet import NnetConfig, pdf_targets, train_hybrid
-from asr.recipe import (Stage, machine_description, recipe_arguments, resolve_settings,
-                        run_parallel, run_stages, seed_everything, setup_logging,
-                        write_settings)
-from asr.results import (load_results, plot_curves, plot_results, update_results,
+from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_parallel, run_record,
+                        run_stages, seed_everything, setup_logging, write_settings)
+from asr.results import (load_results, plot_curves, plot_results, seed_spread_table,
                          write_results_md)
 from asr.scoring import compute_wer
 
@@ -101,6 +100,22 @@ class Settings:
     decode_isolated: DecoderConfig = field(default_factory=lambda: DecoderConfig("single"))
     decode_connected: DecoderConfig = field(default_factory=DecoderConfig)
     dnn_acoustic_scale: float = 0.2     # hybrid scores are scaled likelihoods: own scale
+    # the held-out folds' hybrid is also trained with these seeds (rows "dnn_seed<k>"), so
+    # that RESULTS.md gives its mean and spread over seeds
+    dnn_extra_seeds: list[int] = field(default_factory=lambda: [1, 2])
+
+    def __post_init__(self):
+        if self.dnn.seed in self.dnn_extra_seeds or len(set(self.dnn_extra_seeds)) < len(
+                self.dnn_extra_seeds):
+            raise ValueError(f"dnn_extra_seeds must differ from each other and from dnn.seed "
+                             f"({self.dnn.seed}), got {self.dnn_extra_seeds}")
+
+    def dnn_systems(self, fold: str) -> dict[str, int]:
+        """The hybrid systems of one fold: name -> network seed."""
+        if "dnn" not in self.systems:
+            return {}
+        extra = self.dnn_extra_seeds if fold != "main" else []
+        return {"dnn": self.dnn.seed, **{f"dnn_seed{k}": k for k in extra}}
 
 
 @dataclass
@@ -163,8 +178,10 @@ class Folds:
 
 def main(argv: list[str] | None = None) -> int:
     parser = recipe_arguments(__doc__.splitlines()[0], Path(__file__).with_name("settings.toml"))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     s = resolve_settings(args, Settings)
+    run = run_record("fsdd", argv, s)
     seed_everything(s.seed)
     progress = not args.no_progress
     ex = Experiment("fsdd", args.data, args.exp, args.results, s.features, progress,
@@ -267,24 +284,39 @@ def main(argv: list[str] | None = None) -> int:
         per_fold("tri", train_one)
 
     def dnn():
-        def train_one(fold):
+        def task(fold):
+            start = time.perf_counter()
             sets = folds.dnn_train_sets(fold)
             for name in sets + [t.data for t in folds.tests(fold)]:
                 ex_dnn.make_features(name)
             gmm = ex.load_system(f"{fold}/tri")
-            targets = {}
+            targets, sources = {}, {}
             for name in sets:   # targets: the triphone system's forced alignments
+                copies = name != f"{fold}/train"
+                if copies:      # augmented copies: validation keeps them with their source
+                    sources.update({u: copy_source(u) for u in ex.data_dir(name).utts})
                 if name.endswith("_noisy"):   # a noisy copy has its clean recording's frames
                     targets.update({u: targets[copy_source(u)] for u in ex.data_dir(name).utts
                                     if copy_source(u) in targets})
                     continue
-                if name != f"{fold}/train":
+                if copies:
                     ex.make_features(name)
                 targets.update(pdf_targets(align_utterances(gmm, ex.utterances(name))))
             utts = [u for name in sets for u in ex_dnn.utterances(name)]
-            return train_hybrid(utts, targets, gmm, s.dnn_features, s.dnn,
-                                ex.system_dir(f"{fold}/dnn_train"), progress)
-        per_fold("dnn", train_one)
+            for system, seed in todo[fold].items():
+                train_hybrid(utts, targets, gmm, s.dnn_features,
+                             dataclasses.replace(s.dnn, seed=seed),
+                             ex.system_dir(f"{fold}/{system}_train"), progress, sources
+                             ).save(ex.system_dir(f"{fold}/{system}"))
+            return time.perf_counter() - start
+        todo = {fold: {system: seed for system, seed in s.dnn_systems(fold).items()  # folds
+                       if not (ex.system_dir(f"{fold}/{system}") / "manifest.json").exists()}
+                for fold in folds.names}           # finished before an interruption stay
+        order = sorted((fold for fold in folds.names if todo[fold]),   # longest first
+                       key=lambda fold: -len(ex.data_dir(f"{fold}/train")) * len(todo[fold]))
+        seconds = run_parallel([lambda fold=fold: task(fold) for fold in order], s.jobs)
+        for fold, sec in zip(order, seconds):
+            timed(f"train/{fold}/dnn", sec / len(todo[fold]))
 
     def hmmlearn():
         def task(fold, t):
@@ -293,31 +325,38 @@ def main(argv: list[str] | None = None) -> int:
             return run_baseline(iso_train, test, s.features, s.hmmlearn, progress=progress)
         jobs = [(fold, t) for fold in folds.names for t in folds.tests(fold) if t.isolated]
         outputs = run_parallel([lambda fold=fold, t=t: task(fold, t) for fold, t in jobs], s.jobs)
+        scores = {}
         for (fold, t), (hyps, fit_s, dec_s) in zip(jobs, outputs):
             test = ex.data_dir(t.data)
-            result = compute_wer(test.text, hyps, f"exp/fsdd/{fold}/hmmlearn/decode_{t.column}")
-            update_results(ex.results / "results.json", "hmmlearn", t.column, result)
+            scores[t.column] = compute_wer(
+                test.text, hyps, str(ex.system_dir(f"{fold}/hmmlearn") / f"decode_{t.column}"))
             timed(f"train/{fold}/hmmlearn", fit_s)
             timed(f"decode/{fold}/hmmlearn/{t.column}", dec_s)
+        ex.record("hmmlearn", scores, run)
 
     def decode():
         def task(fold, system):   # one system's decodes; the parent writes results.json
             done = []
             for t in folds.tests(fold):
                 cfg = s.decode_isolated if t.isolated else s.decode_connected
-                if system == "dnn":
+                hybrid = system.startswith("dnn")
+                if hybrid:
                     cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
-                seconds, result = ex.decode_only(f"{fold}/{system}", t.data, cfg, t.column,
-                                                 ex_dnn if system == "dnn" else ex)
+                seconds, result = ex.decode(f"{fold}/{system}", t.data, cfg, t.column,
+                                            ex_dnn if hybrid else ex)
                 done.append((t.column, result, seconds))
             return done
-        jobs = [(fold, system) for fold in folds.names for system in s.systems
-                if system != "hmmlearn"]
+        jobs = [(fold, system) for fold in folds.names
+                for system in [x for x in s.systems if x not in ("hmmlearn", "dnn")]
+                + list(s.dnn_systems(fold))]
         outputs = run_parallel([lambda job=job: task(*job) for job in jobs], s.jobs)
+        scores: dict[str, dict] = {}
         for (fold, system), done in zip(jobs, outputs):
             for column, result, seconds in done:
-                update_results(ex.results / "results.json", system, column, result)
+                scores.setdefault(system, {})[column] = result
                 timed(f"decode/{fold}/{system}/{column}", seconds)
+        for system, by_column in scores.items():
+            ex.record(system, by_column, run)
 
     def results():
         c = s.corpus
@@ -326,10 +365,27 @@ def main(argv: list[str] | None = None) -> int:
                  + [f"connected_heldout_{c.connected_heldout_speaker}"]
                  + [f"{k}_{snr}dB" for k in c.noise_kinds for snr in c.snrs])
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        command = " ".join(["python recipes/fsdd/run.py", *(f"--set '{x}'" for x in args.set)])
-        lines = [f"Generated by `{command}` ({machine_description()}). "
-                 "Isolated columns use a one-word grammar, connected and noisy columns a "
-                 "word loop. `heldout_<speaker>`: that speaker is absent from training.", "",
+        a = s.augment
+        lines = ["Isolated columns use a one-word grammar, connected and noisy columns a word "
+                 "loop. `heldout_<speaker>`: that speaker is absent from training.", "",
+                 "- **Connected digits** are made, not recorded: strings of 1-7 isolated "
+                 "recordings of one speaker joined with seeded pauses (50-400 ms between "
+                 "digits, 100-500 ms at the ends) over a noise floor 50-60 dB below the "
+                 f"speech (seed {s.seed}); training strings use training recordings only, "
+                 "test strings test recordings only. Noisy columns add white, pink or babble "
+                 "noise to the connected test strings at the SNR named.",
+                 "- **Training data:** the GMM systems and hmmlearn train on the clean "
+                 "recordings" + (" (the main fold's triphone GMM also on the noisy copies "
+                 "below)" if a.gmm_noisy else "") + ". The hybrid DNN also trains on "
+                 "augmented copies: "
+                 + (f"speed perturbation ×{', ×'.join(f'{f:g}' for f in a.speed_factors)} "
+                    "of the held-out folds' isolated recordings" if a.speed_factors else
+                    "no speed perturbation")
+                 + "; " + (f"one noisy copy of every main-fold recording (SNR drawn from "
+                           f"{', '.join(str(x) for x in a.noise_snrs)} dB)" if a.noise_snrs
+                           else "no noisy copies")
+                 + ". Its validation utterances are drawn by source recording, so a copy "
+                   "never validates its own original.", "",
                  "Seconds to train each system on the conventional split, and to decode its "
                  "250 isolated and 300 connected test recordings:", "",
                  "| system | train | decode isolated | decode connected |",
@@ -340,11 +396,25 @@ def main(argv: list[str] | None = None) -> int:
                      timings.get(f"decode/main/{system}/connected")]
             lines.append(f"| {system} | " + " | ".join(
                 "–" if c is None else f"{c:.1f}" for c in cells) + " |")
+        sections = []
+        seeded = list(s.dnn_systems(heldout[0] if heldout else "main"))
+        if len(seeded) > 1:
+            seeds = ", ".join(str(k) for k in s.dnn_systems(heldout[0]).values())
+            sections.append(
+                f"## Hybrid DNN over {len(seeded)} seeds (held-out folds)\n\n"
+                f"The held-out folds' network trained with seeds {seeds} (rows "
+                f"{', '.join(f'`{x}`' for x in seeded)}); WER % (errors). Goals are judged on "
+                "the mean. Results are bit-identical on one machine and library build, "
+                "not across CPU models.\n\n"
+                + seed_spread_table(ex.results / "results.json", seeded,
+                                    [o for o in order if o.startswith(("heldout_",
+                                                                       "connected_heldout_"))],
+                                    mean_rows={"heldout mean": heldout}))
         write_results_md(ex.results / "results.json", ex.results / "RESULTS.md",
-                         "FSDD: word error rates (%)", system_order=s.systems,
+                         "FSDD: word error rates (%)", system_order=s.systems + seeded[1:],
                          test_set_order=[o for o in order if o in _columns(ex)],
                          notes="\n".join(lines),
-                         mean_columns={"heldout mean": heldout})
+                         mean_columns={"heldout mean": heldout}, sections=sections)
         plot_results(ex.results / "results.json", ex.results / "wer.png",
                      "FSDD word error rates", system_order=s.systems,
                      test_set_order=[o for o in order if o in _columns(ex)])
