@@ -11,6 +11,7 @@ _CORPORA: list[Path] = []
 EXIT_NO_CORPORA = 4     # pytest's own code for a usage error: nothing was tested
 
 
+@pytest.hookimpl(trylast=True)      # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
     """Find the real corpora once, before any test runs, if a selected test needs them.
 
@@ -18,7 +19,8 @@ def pytest_collection_modifyitems(session, config, items):
     the repository, else a verified download into the user cache. When none works the run
     stops here with one message saying what to set, instead of failing test after test.
     """
-    if not any("shared_data" in getattr(item, "fixturenames", ()) for item in items):
+    if config.option.collectonly or not any(
+            "shared_data" in getattr(item, "fixturenames", ()) for item in items):
         return
     from asr.data.corpora import find_corpora
 
