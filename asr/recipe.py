@@ -251,5 +251,5 @@ def machine_description() -> str:
 
 
 __all__ = ["Stage", "machine_description", "recipe_arguments", "resolve_settings", "run_recipe",
-           "run_record", "run_stages", "seed_everything",
-           "source_commit", "setup_logging", "write_settings"]
+           "run_record", "run_stages", "seed_everything", "setup_logging", "source_commit",
+           "write_settings"]

@@ -51,7 +51,9 @@ def _load_store(json_path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(path, f"cannot read results: {err}") from err
     if not isinstance(store, dict) or set(store) != {"systems", "runs"}:
-        raise DataError(path, f"top level must hold exactly 'systems' and 'runs'; {_LAYOUT}")
+        raise DataError(path, f"top level must hold exactly 'systems' and 'runs'; {_LAYOUT}",
+                        hint="a results.json of an older layout holds no runs: remove it and "
+                             "rerun the recipe's decode and results stages (--force)")
     systems, runs = store["systems"], store["runs"]
     if not isinstance(systems, dict) or not isinstance(runs, dict):
         raise DataError(path, f"'systems' and 'runs' must be objects; {_LAYOUT}")

@@ -35,8 +35,8 @@ from asr.gmm.systems import HmmConfig, align_utterances, train_monophone, train_
 from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
 from asr.nnet import NnetConfig, pdf_targets, train_hybrid
-from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_parallel, run_record,
-                        run_stages, seed_everything, setup_logging, write_settings)
+from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_parallel, run_recipe,
+                        run_record, run_stages, seed_everything, setup_logging, write_settings)
 from asr.results import (load_results, plot_curves, plot_results, seed_spread_table,
                          write_results_md)
 from asr.scoring import compute_wer
@@ -455,5 +455,4 @@ def _columns(ex: Experiment) -> set[str]:
 
 
 if __name__ == "__main__":
-    from asr.recipe import run_recipe   # an AsrError ends it in one line; --debug: traceback
-    sys.exit(run_recipe(main))
+    sys.exit(run_recipe(main))   # an AsrError ends it in one line; --debug: traceback

@@ -21,8 +21,8 @@ from asr.gmm.systems import HmmConfig, align_utterances, train_monophone
 from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
 from asr.nnet import NnetConfig, pdf_targets, train_hybrid
-from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_record, run_stages,
-                        seed_everything, setup_logging, write_settings)
+from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_recipe, run_record,
+                        run_stages, seed_everything, setup_logging, write_settings)
 from asr.results import write_results_md
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,5 +104,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from asr.recipe import run_recipe   # an AsrError ends it in one line; --debug: traceback
-    sys.exit(run_recipe(main))
+    sys.exit(run_recipe(main))   # an AsrError ends it in one line; --debug: traceback
