@@ -219,9 +219,12 @@ def test_decoder_and_gmm_code_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-# The bound is set from measurement: with a GMM trained for 5 passes, the hybrid reached
-# 4.31 %WER on the 232 test words; a regression to noticeably worse fails.
-YESNO_MAX_WER = 8.0
+# The bound is set from the spread over network seeds 0-7 (one machine): with the GMM
+# below (15 Baum-Welch passes) the hybrid made 6, 8, 9, 12, 11, 12, 9 and 8 errors on the
+# 232 test words (mean 9.4, sd 2.1; 2.6-5.2 %WER). 16 errors (6.9 %) is the mean plus three
+# standard deviations: room for another CPU's rounding, while a real regression fails.
+# (With 5 passes the alignments were weak and the spread twice as wide: 13-23 errors.)
+YESNO_MAX_WER = 6.9
 
 
 def test_yesno_hybrid_from_gmm_alignments(shared_data, tmp_path):
@@ -248,7 +251,7 @@ def test_yesno_hybrid_from_gmm_alignments(shared_data, tmp_path):
     gmm_utts = [Utterance(u, f, train.text[u]) for u, f in features(mfcc, "train").items()]
     lexicon = Lexicon.load(Path(__file__).resolve().parents[1] / "data/lexicons/yesno.txt")
     gmm, _ = train_monophone(gmm_utts, lexicon, mfcc, HmmConfig(3, 5),
-                             GmmTrainConfig(training="baum-welch", num_iters=5,
+                             GmmTrainConfig(training="baum-welch", num_iters=15,
                                             max_gaussians=10, mixup_iters=3),
                              DecoderConfig(grammar="loop", acoustic_scale=0.1, beam=40.0),
                              progress=False)
