@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -208,6 +210,36 @@ def emit(args: argparse.Namespace, result: dict, machine_info: dict) -> None:
     print(result["markdown"])
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
+
+
+def peer_python(requirements: Path, name: str) -> Path:
+    """Python of a peer's own virtual environment, built from ``requirements`` on first use.
+
+    The environment lives in ``${ASR_VENV_DIR:-~/.cache/asr}/peer-<name>-<key>``, keyed by
+    the requirements file and the Python version, apart from asr's: a peer's pins never bend
+    ours. Building it needs the package index once; pip's log is kept beside it on failure.
+    """
+    key = hashlib.sha256(requirements.read_bytes() + platform.python_version().encode()
+                         ).hexdigest()[:16]
+    base = Path(os.environ.get("ASR_VENV_DIR") or Path.home() / ".cache/asr")
+    root = base / f"peer-{name}-{key}"
+    python = root / "bin" / "python"
+    if python.exists() and (root / ".complete").exists():
+        return python
+    log(f"building the {name} peer's environment in {root} from {requirements.name}")
+    shutil.rmtree(root, ignore_errors=True)
+    base.mkdir(parents=True, exist_ok=True)
+    pip_log = base / f"peer-{name}-{key}.pip.log"
+    with open(pip_log, "w") as out:
+        steps = [[sys.executable, "-m", "venv", str(root)],
+                 [str(python), "-m", "pip", "install", "-r", str(requirements)]]
+        for step in steps:
+            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                raise RuntimeError(f"building the {name} peer's environment failed at "
+                                   f"{' '.join(step[:4])} ...; pip's output is in {pip_log}")
+    pip_log.unlink()
+    (root / ".complete").touch()
+    return python
 
 
 def write_section(path: Path, begin: str, end: str, section: str) -> None:
