@@ -11,6 +11,8 @@ module                    what it holds
 ``asr.data.corpora``      :func:`locate_corpus`: a local copy or a download per
                           ``data/corpora.json``
 ``asr.data.yesno``        :func:`prepare_yesno`
+``asr.data.librispeech``  :func:`prepare_librispeech`: one subset in LibriSpeech's layout
+                          (``<speaker>/<chapter>/*.flac``, ``*.trans.txt``)
 ``asr.data.fsdd``         :func:`prepare_fsdd_isolated`, FSDD file listing and splits
 ``asr.data.connected``    :func:`prepare_fsdd_connected`: digit strings from FSDD
 ``asr.data.noisy``        :func:`prepare_noisy`: white, pink and babble noise at set SNRs;
@@ -30,6 +32,7 @@ from asr.data.datadir import DataDir, copy_id, copy_source, fix_data_dir
 from asr.data.download import download, sha256_of
 from asr.data.fsdd import (DIGIT_WORDS, FSDD_SPEAKERS, Recording, fsdd_recordings,
                            prepare_fsdd_isolated, split_recordings)
+from asr.data.librispeech import prepare_librispeech, read_librispeech
 from asr.data.noisy import NOISE_KINDS, make_noise, prepare_noisy, prepare_noisy_copies
 from asr.data.speed import prepare_speed_perturbed, speed_perturb
 from asr.data.yesno import YESNO_WORDS, prepare_yesno, yesno_recordings
@@ -39,6 +42,7 @@ __all__ = [
     "download", "sha256_of", "extract_tar", "extract_zip", "extract_archive",
     "load_manifest", "locate_corpus",
     "YESNO_WORDS", "yesno_recordings", "prepare_yesno",
+    "read_librispeech", "prepare_librispeech",
     "DIGIT_WORDS", "FSDD_SPEAKERS", "Recording", "fsdd_recordings", "split_recordings",
     "prepare_fsdd_isolated",
     "DigitString", "plan_fsdd_connected", "render_string", "prepare_fsdd_connected",
