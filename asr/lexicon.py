@@ -3,15 +3,32 @@
 A lexicon file is Kaldi's ``lexicon.txt`` without the silence entry: one pronunciation per
 line, ``WORD p1 p2 ...``; a word may have several lines. The silence phone ``SIL`` is always
 phone 0 and is never part of a word; graphs insert it optionally between words.
+
+A phone symbol may carry a word-position mark, as in Kaldi: ``AH_B`` (word begin), ``AH_I``
+(inside), ``AH_E`` (end), ``AH_S`` (a one-phone word), and CMUdict's stress digit (``AH0``).
+:func:`base_phone` maps a symbol back to its base phone (``AH0_B`` -> ``AH``), which is what
+the phonetic classes and the tree questions speak about. Large-vocabulary lexicons (CMUdict,
+a corpus's lexicon file, ``<UNK>`` -> ``SPN``) are built by :mod:`asr.pronunciations`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr.errors import DataError
 
 SILENCE = "SIL"
+POSITIONS = ("B", "I", "E", "S")   # word-position marks: begin, inside, end, singleton
+_POSITION = re.compile(r"_[BIES]$")
+_STRESS = re.compile(r"(?<=[A-Z])[0-2]$")
+
+
+def base_phone(symbol: str, stress: bool = False) -> str:
+    """The phone without its word-position mark, and without its stress digit unless
+    ``stress``: ``base_phone("AH0_B") == "AH"``, ``base_phone("AH0_B", stress=True) == "AH0"``."""
+    symbol = _POSITION.sub("", symbol)
+    return symbol if stress else _STRESS.sub("", symbol)
 
 # ARPAbet phonetic classes, used as questions when a decision tree ties triphone states.
 PHONE_CLASSES: dict[str, tuple[str, ...]] = {
@@ -119,17 +136,30 @@ class Lexicon:
         return {w: i for i, w in enumerate(self.words)}
 
     def questions(self) -> list[tuple[str, frozenset[int]]]:
-        """Phone-set questions for tree building: every phonetic class and every single phone.
+        """Phone-set questions for tree building: every phonetic class, every base phone
+        and, where the phone set has them, every stress variant and word position.
 
-        Context phone ``-1`` is the word boundary; it is grouped with silence.
+        A question about a base phone (``AH``) holds all its variants (``AH0_B``, ``AH1_E``,
+        ...), as Kaldi's questions hold every phone of a shared root. For a phone set
+        without marks the base-phone questions are the single phones. Context phone ``-1``
+        is the word boundary; it is grouped with silence.
         """
-        index = {p: i for i, p in enumerate(self.phones)}
+        by_base: dict[str, set[int]] = {}
+        by_stress: dict[str, set[int]] = {}
+        by_position: dict[str, set[int]] = {}
+        for i, p in enumerate(self.phones[1:], start=1):
+            by_base.setdefault(base_phone(p), set()).add(i)
+            by_stress.setdefault(base_phone(p, stress=True), set()).add(i)
+            mark = _POSITION.search(p)
+            if mark:
+                by_position.setdefault(f"word_position{mark.group()}", set()).add(i)
         found: dict[frozenset[int], str] = {}
         for name, members in PHONE_CLASSES.items():
-            ids = frozenset(index[p] for p in members if p in index)
+            ids = frozenset(i for p in members for i in by_base.get(p, ()))
             if 0 < len(ids) < len(self.phones) - 1:
                 found.setdefault(ids, name)
-        for i, p in enumerate(self.phones):
-            ids = frozenset({i, -1}) if i == 0 else frozenset({i})
-            found.setdefault(ids, p if i else "silence_or_boundary")
+        found.setdefault(frozenset({0, -1}), "silence_or_boundary")
+        for groups in (by_base, by_stress, by_position):
+            for name, ids in sorted(groups.items()):
+                found.setdefault(frozenset(ids), name)
         return sorted(((n, s) for s, n in found.items()), key=lambda q: q[0])

@@ -1,0 +1,167 @@
+"""The large-vocabulary lexicon: pronunciation sources, word positions, <UNK>, OOV reports and
+questions derived from data."""
+import logging
+
+import numpy as np
+import pytest
+
+from asr.data.datadir import DataDir
+from asr.errors import DataError
+from asr.hmm.questions import cluster_phones, derived_questions, phone_set_stats
+from asr.hmm.tree import ContextStats
+from asr.lexicon import Lexicon, base_phone
+from asr.oov import count_oov, map_oov
+from asr.pronunciations import (LexiconConfig, build_lexicon, cmudict_pronunciations,
+                                load_pronunciations, read_pronunciations, word_position_phones,
+                                write_lexicon)
+
+LIBRISPEECH_STYLE = "HELLO\tHH AH0 L OW1\nHELLO\tHH EH0 L OW1\nA AH0\nA  EY1\nWORLD W ER1 L D\n"
+
+
+@pytest.fixture
+def lexicon_file(tmp_path):
+    path = tmp_path / "librispeech-lexicon.txt"
+    path.write_text(LIBRISPEECH_STYLE, encoding="utf-8")
+    return path
+
+
+def test_lexicon_file_tabs_or_spaces_and_stress(lexicon_file):
+    prons = read_pronunciations(lexicon_file)
+    assert prons["HELLO"] == [("HH", "AH0", "L", "OW1"), ("HH", "EH0", "L", "OW1")]
+    assert prons["A"] == [("AH0",), ("EY1",)]
+    plain = read_pronunciations(lexicon_file, keep_stress=False)
+    assert plain["HELLO"] == [("HH", "AH", "L", "OW"), ("HH", "EH", "L", "OW")]
+    assert load_pronunciations(LexiconConfig(source=str(lexicon_file))) == plain
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("A AH0\nHELLO\n", 2, "has no phones"),
+    ("A AH0\n\nB SIL B IY\n", 3, "reserved"),
+])
+def test_bad_lexicon_line_names_file_and_line(tmp_path, text, line, words):
+    path = tmp_path / "lex.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=words) as info:
+        read_pronunciations(path)
+    assert info.value.path == str(path) and info.value.line == line
+
+
+def test_word_positions_and_base_phones():
+    assert word_position_phones(["HH", "AH", "L", "OW"]) == ("HH_B", "AH_I", "L_I", "OW_E")
+    assert word_position_phones(["AH", "B"]) == ("AH_B", "B_E")
+    assert word_position_phones(["AH"]) == ("AH_S",)
+    assert [base_phone(p) for p in ("AH0_B", "B_E", "SPN_S", "OY2")] == ["AH", "B", "SPN", "OY"]
+    assert base_phone("AH0_B", stress=True) == "AH0"
+
+
+def test_build_lexicon_unk_positions_and_missing(lexicon_file, tmp_path, caplog):
+    prons = read_pronunciations(lexicon_file, keep_stress=False)
+    with caplog.at_level(logging.WARNING):
+        lex, missing = build_lexicon(["HELLO", "A", "ZYZZYVA", "WORLD"], prons)
+    assert missing == ["ZYZZYVA"] and "ZYZZYVA" in caplog.text
+    assert lex.phones[0] == "SIL"
+    assert lex.words == ["<UNK>", "A", "HELLO", "WORLD"]
+    spelled = {w: [" ".join(lex.phones[i] for i in p) for p in lex.prons[w]] for w in lex.words}
+    assert spelled["<UNK>"] == ["SPN_S"]
+    assert spelled["A"] == ["AH_S", "EY_S"]
+    assert spelled["HELLO"] == ["HH_B AH_I L_I OW_E", "HH_B EH_I L_I OW_E"]
+    plain, _ = build_lexicon(["A"], prons, LexiconConfig(position_dependent=False))
+    assert plain.phones == ["SIL", "AH", "EY", "SPN"]
+    path = tmp_path / "lang" / "lexicon.txt"
+    write_lexicon(path, lex)
+    assert Lexicon.load(path).to_dict() == lex.to_dict()
+
+
+def test_position_questions_group_variants_of_a_base_phone(lexicon_file):
+    lex, _ = build_lexicon(["HELLO", "A", "WORLD"], read_pronunciations(lexicon_file))
+    questions = dict(lex.questions())
+    ids = {p: i for i, p in enumerate(lex.phones)}
+    assert questions["AH"] == {ids["AH0_I"], ids["AH0_S"]}
+    assert questions["word_position_S"] == {ids["AH0_S"], ids["EY1_S"], ids["SPN_S"]}
+    assert ids["OW1_E"] in questions["vowel"] and ids["L_I"] in questions["liquid"]
+    assert questions["silence_or_boundary"] == {0, -1}
+
+
+def test_cmudict_strips_stress_by_default():
+    prons = cmudict_pronunciations()
+    assert ("HH", "AH", "L", "OW") in prons["HELLO"]
+    assert ("HH", "AH0", "L", "OW1") in cmudict_pronunciations(keep_stress=True)["HELLO"]
+    symbols = {p for variants in prons.values() for pron in variants for p in pron}
+    assert len(symbols) == 39          # CMUdict's ARPAbet phone set, without stress
+
+
+def _data(tmp_path, text):
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"")
+    data = DataDir(wavs={u: wav for u in text}, text=text, utt2spk={u: "s" for u in text})
+    data.save(tmp_path / "data")
+    return data
+
+
+def test_oov_words_map_to_unk_with_a_report(tmp_path, caplog):
+    data = _data(tmp_path, {"s-1": ["HELLO", "QUUX", "WORLD"], "s-2": ["QUUX", "ZED", "A"]})
+    report_path = tmp_path / "oov.txt"
+    with caplog.at_level(logging.WARNING):
+        mapped, report = map_oov(data, ["<UNK>", "A", "HELLO", "WORLD"], report_path)
+    assert mapped.text == {"s-1": ["HELLO", "<UNK>", "WORLD"], "s-2": ["<UNK>", "<UNK>", "A"]}
+    assert report_path.read_text() == "QUUX 2\nZED 1\n"
+    assert report.num_oov == 3 and report.num_words == 6 and report.rate == 0.5
+    assert "3 of 6 words (50.00%)" in caplog.text and str(report_path) in caplog.text
+    assert data.text["s-1"][1] == "QUUX"            # the input is left as it was
+
+
+def test_oov_word_refused_names_text_file_and_line(tmp_path):
+    data = _data(tmp_path, {"s-1": ["HELLO"], "s-2": ["HELLO", "QUUX"]})
+    with pytest.raises(DataError, match="QUUX") as info:
+        map_oov(data, ["HELLO"], None, unk_word=None)
+    assert info.value.path == str(tmp_path / "data" / "text") and info.value.line == 2
+    with pytest.raises(DataError, match="no such word"):
+        map_oov(data, ["HELLO"], None)
+    assert count_oov(data, ["HELLO", "QUUX"]).counts == {}
+
+
+def _planted_stats(rng, groups, dim=4, frames=400):
+    """(S, 1 + 2*D) statistics of sets whose means sit near their group's centre."""
+    rows = []
+    for g, size in enumerate(groups):
+        centre = rng.normal(0.0, 6.0, dim)
+        for _ in range(size):
+            x = rng.normal(centre + rng.normal(0.0, 0.3, dim), 1.0, (frames, dim))
+            rows.append(np.concatenate([[frames], x.sum(0), (x * x).sum(0)]))
+    return np.array(rows)
+
+
+def test_clustering_recovers_planted_groups():
+    rng = np.random.default_rng(0)
+    stats = _planted_stats(rng, [4, 3, 5])
+    order = rng.permutation(len(stats))                 # the groups are not contiguous
+    nodes = cluster_phones(stats[order])
+    position = {int(o): i for i, o in enumerate(order)}
+    planted = [frozenset(position[i] for i in range(a, b)) for a, b in ((0, 4), (4, 7), (7, 12))]
+    for group in planted:
+        assert group in nodes
+    assert all(frozenset({i}) in nodes for i in range(12))
+    assert frozenset(range(12)) not in nodes
+    assert len(nodes) == 2 * 12 - 2                     # a binary tree without its root
+
+
+def test_derived_questions_cover_every_variant_of_a_base_phone():
+    rng = np.random.default_rng(1)
+    lex = Lexicon.from_entries([("W1", ["AA_B", "B_E"]), ("W2", ["AA_S"]), ("W3", ["P_B", "IY_E"]),
+                                ("W4", ["B_B", "IY_E"])])
+    ids = {p: i for i, p in enumerate(lex.phones)}
+    means = {"AA": 0.0, "IY": 0.5, "B": 8.0, "P": 8.5}  # vowels near each other, stops too
+    stats = ContextStats(dim=2)
+    for symbol, phone in ids.items():
+        if symbol == "SIL":
+            continue
+        for state in range(3):
+            x = rng.normal(means[base_phone(symbol)] + state, 0.5, (200, 2))
+            stats.accumulate(np.tile([-1, phone, -1, state], (200, 1)), x)
+    pooled = phone_set_stats(stats, [frozenset({ids["AA_B"], ids["AA_S"]})], states=(1,))
+    assert pooled[0, 0] == 400
+    questions = dict(derived_questions(stats, lex))
+    sets = {frozenset(lex.phones[i] for i in q) for q in questions.values()}
+    assert {"AA_B", "AA_S", "IY_E"} in sets and {"B_B", "B_E", "P_B"} in sets
+    assert {"AA_B", "AA_S"} in sets
+    assert all(0 not in q for q in questions.values())
