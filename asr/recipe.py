@@ -37,9 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Stage:
+    """One numbered step of a recipe. ``check``, if given, runs before any stage does when
+    this stage is going to run: it finds the stage's inputs (e.g. the corpus), so that a
+    run missing them stops before any work and any log of work."""
+
     number: int
     name: str
     run: Callable[[], None]
+    check: Callable[[], None] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -169,6 +174,8 @@ def run_stages(stages: list[Stage], exp_dir: Path, first: int, last: int,
                force: bool = False, clean: Sequence[Path] = ()) -> dict[int, float]:
     """Run the stages numbered ``first..last`` in order; returns seconds per stage run.
 
+    A stage that finished before is skipped unless ``force``, or unless an earlier stage
+    runs. The ``check`` of every stage about to run is called before the first one starts.
     First removes what a killed run left half-written under ``exp_dir`` and the folders in
     ``clean`` (e.g. the recipe's data and results folders); see
     ``asr.fileio.remove_stale_temporaries``.
@@ -179,13 +186,18 @@ def run_stages(stages: list[Stage], exp_dir: Path, first: int, last: int,
             log.info("removed %d temporaries of an interrupted run under %s", removed, folder)
     done_dir = exp_dir / ".done"
     done_dir.mkdir(parents=True, exist_ok=True)
+    chosen = [stage for stage in stages if first <= stage.number <= last]
+    pending = [not (done_dir / f"{stage.number:02d}-{stage.name}").exists() or force
+               for stage in chosen]
+    # once one stage runs, every later one runs too: it may read what that one rewrote
+    to_run = [any(pending[:i + 1]) for i in range(len(chosen))]
+    for stage, runs in zip(chosen, to_run):
+        if runs and stage.check is not None:
+            stage.check()
     timings: dict[int, float] = {}
-    rerun_downstream = False
-    for stage in stages:
-        if not first <= stage.number <= last:
-            continue
+    for stage, runs in zip(chosen, to_run):
         marker = done_dir / f"{stage.number:02d}-{stage.name}"
-        if marker.exists() and not force and not rerun_downstream:
+        if not runs:
             log.info("Stage %d: %s (done, skipped)", stage.number, stage.name)
             continue
         log.info("Stage %d: %s", stage.number, stage.name)
@@ -193,7 +205,6 @@ def run_stages(stages: list[Stage], exp_dir: Path, first: int, last: int,
         stage.run()
         timings[stage.number] = time.perf_counter() - start
         write_text(marker, f"{timings[stage.number]:.3f}\n")
-        rerun_downstream = True
         log.info("Stage %d: %s finished in %.1f s", stage.number, stage.name,
                  timings[stage.number])
     return timings

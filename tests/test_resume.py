@@ -3,7 +3,7 @@
 Each recipe runs as a separate process, as a user would run it. One run goes straight
 through; another is killed outright (SIGKILL: no handler, no cleanup) in the middle of a
 long training stage and then rerun, and must end with the same ``results.json`` (scores
-and run records alike, but for the date and the output folder),
+and run records alike, but for date, commit and output folder),
 bit-identical models (their manifests hold the sha256 of every file) and no temporaries
 left behind. A second uninterrupted run checks that the same seed gives the same bytes.
 
@@ -94,13 +94,13 @@ class RecipeRun:
                 proc.wait()
 
     def results(self) -> tuple[dict, dict]:
-        """The scores and run records, with this run's root and date masked."""
+        """The scores and run records, with this run's root, date and commit masked."""
         from asr.results import load_results, load_runs
 
         path = self.root / "results" / self.recipe / "results.json"
         masked = path.with_name("masked.json")
         masked.write_text(path.read_text().replace(str(self.root), "<root>"))
-        runs = {system: {k: v for k, v in run.items() if k != "date"}
+        runs = {system: {k: v for k, v in run.items() if k not in ("date", "commit")}
                 for system, run in load_runs(masked).items()}
         return load_results(masked), runs
 

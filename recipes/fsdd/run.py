@@ -197,9 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         values[key] = round(seconds, 3)
         write_json(timings_path, values)
 
+    corpus_dirs: list[Path] = []
+
+    def find_corpus():   # before any stage starts: a missing corpus stops the run at once
+        corpus_dirs.append(locate_corpus("fsdd", args.corpus, args.data / "downloads"))
+
     def data():
         c = s.corpus
-        corpus = locate_corpus("fsdd", args.corpus, args.data / "downloads")
+        corpus = corpus_dirs[0]
         prepare_fsdd_isolated(corpus, ex.data / "isolated", speakers=c.speakers)
         for spk in c.heldout_folds:
             prepare_fsdd_isolated(corpus, ex.data / f"isolated_heldout_{spk}",
@@ -427,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                         "FSDD hybrid DNN (conventional split)")
 
     systems = set(s.systems)
-    stages = [Stage(0, "data", data), Stage(1, "features", features)]
+    stages = [Stage(0, "data", data, check=find_corpus), Stage(1, "features", features)]
     stages += [Stage(2, "mono", mono)] if systems & {"mono", "tri", "dnn"} else []
     stages += [Stage(3, "tri", tri)] if systems & {"tri", "dnn"} else []
     stages += [Stage(4, "hmmlearn", hmmlearn)] if "hmmlearn" in systems else []

@@ -56,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(ex.exp / "run.log")
     write_settings(ex.exp, settings)
 
+    corpus: list[Path] = []
+
+    def find_corpus():   # before any stage starts: a missing corpus stops the run at once
+        corpus.append(locate_corpus("yesno", args.corpus, args.data / "downloads"))
+
     def data():
-        corpus = locate_corpus("yesno", args.corpus, args.data / "downloads")
-        prepare_yesno(corpus, ex.data)
+        prepare_yesno(corpus[0], ex.data)
 
     def features():
         for name in ("train", "test"):
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                                "DNN-HMM trains on the monophone's alignments; neither system "
                                "sees augmented data.")
 
-    stages = [Stage(0, "data", data), Stage(1, "features", features), Stage(2, "train_mono", train),
+    stages = [Stage(0, "data", data, check=find_corpus), Stage(1, "features", features), Stage(2, "train_mono", train),
               Stage(3, "train_dnn", train_dnn), Stage(4, "decode", decode),
               Stage(5, "results", results)]
     run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
