@@ -4,10 +4,10 @@
 >>> lm = train_kneser_ney("lm-norm.txt", order=3, vocab=20000, prune=1e-8)   # doctest: +SKIP
 >>> write_arpa(lm, "exp/lm/3gram.arpa")                                      # doctest: +SKIP
 >>> lm = read_arpa("exp/lm/3gram.arpa")                                      # doctest: +SKIP
->>> lm.log_prob("UNION", ("OF", "THE"))                                      # doctest: +SKIP
--1.23
+>>> lm.log_prob("UNION", ("OF", "THE"))               # log10 p(w | h)     # doctest: +SKIP
+-1.8545...
 >>> perplexity(lm, [["THE", "STATE", "OF", "THE", "UNION"]]).summary()       # doctest: +SKIP
-'1 sentences, 5 words, 0 OOVs (0.00%), 0 zeroprobs, logprob= ... ppl= ... ppl1= ...'
+'1 sentences, 5 words, 0 OOVs (0.00%), 0 zeroprobs, logprob= -6.29 ppl= 11.19 ppl1= 18.15'
 
 The same from the command line::
 
