@@ -167,6 +167,14 @@ def test_arpa_round_trip(tmp_path, prune):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_kaldi_arpa2fst_reads_our_files_without_warnings(tmp_path, capfd):
+    kaldilm = pytest.importorskip("kaldilm")
+    lm = train_kneser_ney(synthetic_corpus(), order=3, vocab=20, prune=1e-3)
+    write_arpa(lm, tmp_path / "lm.arpa")
+    fst = kaldilm.arpa2fst(str(tmp_path / "lm.arpa"), max_arpa_warnings=-1)
+    assert fst.strip() and "WARNING" not in capfd.readouterr().err
+
+
 GOOD = """a comment before the header is ignored
 
 \\data\\
