@@ -123,6 +123,17 @@ def mel_scale(freq):
 
 
 @functools.lru_cache(maxsize=32)
+def _high_freq(low_freq: float, high_freq: float, sample_rate: float) -> float:
+    """The filterbank's upper edge in Hz (``<= 0``: offset from Nyquist), checked."""
+    nyquist = 0.5 * sample_rate
+    if high_freq <= 0.0:
+        high_freq += nyquist
+    if not (0.0 <= low_freq < high_freq <= nyquist):
+        raise ValueError(f"need 0 <= low_freq < high_freq <= {nyquist} Hz, got {low_freq} "
+                         f"and {high_freq}")
+    return high_freq
+
+
 def mel_banks(num_bins: int, fft_size: int, sample_rate: float, low_freq: float,
               high_freq: float) -> np.ndarray:
     """Kaldi's triangular mel filterbank (``MelBanks``), read-only.
@@ -136,12 +147,7 @@ def mel_banks(num_bins: int, fft_size: int, sample_rate: float, low_freq: float,
     (fft_size // 2 + 1, num_bins) float64 array; ``power_spectrum(...) @ banks`` gives the
     mel energies.
     """
-    nyquist = 0.5 * sample_rate
-    if high_freq <= 0.0:
-        high_freq += nyquist
-    if not (0.0 <= low_freq < high_freq <= nyquist):
-        raise ValueError(f"need 0 <= low_freq < high_freq <= {nyquist} Hz, got {low_freq} "
-                         f"and {high_freq}")
+    high_freq = _high_freq(low_freq, high_freq, sample_rate)
     mel_low, mel_high = mel_scale(low_freq), mel_scale(high_freq)
     delta = (mel_high - mel_low) / (num_bins + 1)
     left = mel_low + delta * np.arange(num_bins)[:, None]
@@ -178,12 +184,7 @@ def librosa_mel_banks(convention: str, num_bins: int, fft_size: int, sample_rate
 
     if convention not in ("htk", "slaney"):
         raise ValueError(f"librosa's mel convention is 'htk' or 'slaney', got {convention!r}")
-    nyquist = 0.5 * sample_rate
-    if high_freq <= 0.0:
-        high_freq += nyquist
-    if not (0.0 <= low_freq < high_freq <= nyquist):
-        raise ValueError(f"need 0 <= low_freq < high_freq <= {nyquist} Hz, got {low_freq} "
-                         f"and {high_freq}")
+    high_freq = _high_freq(low_freq, high_freq, sample_rate)
     with warnings.catch_warnings():       # librosa warns of empty filters; refused below
         warnings.simplefilter("ignore", UserWarning)
         weights = librosa.filters.mel(sr=sample_rate, n_fft=fft_size, n_mels=num_bins,
