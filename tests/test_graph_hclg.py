@@ -6,6 +6,7 @@ import kaldifst
 import numpy as np
 import pytest
 
+from asr.graph import FstArrays
 from asr.graph.fst import ArcTable, from_fst, to_fst
 from asr.graph.grammar_fst import arpa_fst, bigram_fst, single_word_fst, word_loop_fst
 from asr.graph.hclg import HclgConfig, build_hclg, compile_hclg
@@ -174,6 +175,10 @@ def test_arc_table_round_trip_is_exact():
     for name in ("src", "dst", "ilabel", "olabel", "cost"):
         assert np.array_equal(getattr(table, name)[key(table)], getattr(back, name)[key(back)])
     assert np.array_equal(table.final, back.final)
+    graph = FstArrays.from_kaldifst(to_fst(table))
+    again = FstArrays.from_kaldifst(graph.to_kaldifst())
+    for name in ("arc_offsets", "ilabel", "olabel", "cost", "nextstate", "final_cost"):
+        assert np.array_equal(getattr(graph, name), getattr(again, name))
 
 
 def test_yesno_decoded_through_hclg_by_kaldis_search(shared_data, tmp_path):

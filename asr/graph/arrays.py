@@ -102,6 +102,26 @@ class FstArrays:
                    table[:, 2].astype(np.int32), table[:, 3].astype(np.int32),
                    table[:, 4].astype(np.float32), table[:, 1].astype(np.int32))
 
+    @classmethod
+    def from_kaldifst(cls, fst) -> "FstArrays":
+        """Convert a ``kaldifst.StdVectorFst`` (exactly; see ``asr.graph.fst``), arcs of each
+        state sorted by input label."""
+        from asr.graph.fst import from_fst
+
+        table = from_fst(fst)
+        order = np.lexsort((table.ilabel, table.src))
+        offsets = np.zeros(table.num_states + 1, dtype=np.int64)
+        np.add.at(offsets, table.src + 1, 1)
+        return cls(table.start, table.final.astype(np.float32), np.cumsum(offsets),
+                   table.ilabel[order].astype(np.int32), table.olabel[order].astype(np.int32),
+                   table.cost[order].astype(np.float32), table.dst[order].astype(np.int32))
+
+    def to_kaldifst(self):
+        """The same graph as a ``kaldifst.StdVectorFst`` (e.g. for Kaldi's own search)."""
+        from asr.graph.fst import ArcTable, to_fst
+
+        return to_fst(ArcTable.from_arrays(self))
+
     def save(self, path: str | Path) -> None:
         """Write as an uncompressed ``.npz`` (no pickle), atomically."""
         from asr.models import save_arrays

@@ -30,6 +30,9 @@ Steps, as ``mkgraph.sh``:
    first. Every path then consumes one label per frame, and the frame is scored by the pdf
    of the state the transition leaves, as in Kaldi.
 
+Minimization quantizes weights by 1/1024 (``fstminimizeencoded``'s delta), so a path's
+cost may differ from the sum of its parts by about 1e-3.
+
 Context. The project's triphone trees are trained with word-internal contexts (context
 phone -1 at both word edges, see ``asr.hmm.tree``), so ``context="word"`` (the default)
 expands the contexts inside the lexicon: each pronunciation becomes the hmm labels of its
@@ -266,6 +269,7 @@ def _add_self_loops(table: ArcTable, tstates: np.ndarray, tm: TransitionModel,
 
 
 def _fst_arrays(table: ArcTable) -> FstArrays:
+    """CSR arrays, arcs of each state sorted by input label."""
     order = np.lexsort((table.ilabel, table.src))
     offsets = np.zeros(table.num_states + 1, dtype=np.int64)
     np.add.at(offsets, table.src + 1, 1)
