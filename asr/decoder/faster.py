@@ -170,20 +170,22 @@ def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, star
     """
     num_states = final_cost.shape[0]
     T = loglik.shape[0]
+    # one entry per state at most in a frame: the per-frame arrays never grow (arrays that
+    # are reassigned inside the frame loop would cost numba reference counting every frame)
     slot = np.full(num_states, -1, dtype=np.int32)   # state -> entry of the frame being built
-    cap = 64
-    cur_state = np.empty(cap, dtype=np.int32)
-    cur_cost = np.empty(cap, dtype=np.float64)
-    cur_prev = np.empty(cap, dtype=np.int64)         # token id (this frame's ids are base + j)
-    cur_arc = np.empty(cap, dtype=np.int32)
-    prv_state = np.empty(cap, dtype=np.int32)
-    prv_cost = np.empty(cap, dtype=np.float64)
-    prv_tok = np.empty(cap, dtype=np.int64)
-    prv_word = np.empty(cap, dtype=np.bool_)
-    scratch = np.empty(cap, dtype=np.float32)   # Kaldi partitions floats
-    stack = np.empty(cap, dtype=np.int32)
-    tok_prev = np.empty(1024, dtype=np.int64)
-    tok_arc = np.empty(1024, dtype=np.int32)
+    cur_state = np.empty(num_states, dtype=np.int32)
+    cur_cost = np.empty(num_states, dtype=np.float64)
+    cur_prev = np.empty(num_states, dtype=np.int64)  # token id (this frame's ids are base + j)
+    cur_arc = np.empty(num_states, dtype=np.int32)
+    prv_state = np.empty(num_states, dtype=np.int32)
+    prv_cost = np.empty(num_states, dtype=np.float64)
+    prv_tok = np.empty(num_states, dtype=np.int64)
+    prv_word = np.empty(num_states, dtype=np.bool_)
+    scratch = np.empty(num_states, dtype=np.float32)   # Kaldi partitions floats
+    stack = np.empty(num_states, dtype=np.int32)
+    on_stack = np.zeros(num_states, dtype=np.bool_)
+    tok_prev = np.empty(max(1024, 4 * num_states), dtype=np.int64)
+    tok_arc = np.empty(tok_prev.shape[0], dtype=np.int32)
     n_tok = 0
     gc_at = 1 << 20
 
@@ -192,17 +194,19 @@ def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, star
     cur_state[0], cur_cost[0], cur_prev[0], cur_arc[0] = start, 0.0, -1, -1
     slot[start] = 0
     cutoff = np.inf
+    n_prv = 0
     for t in range(T + 1):
         # epsilon arcs within the frame (Kaldi's ProcessNonemitting)
         base = n_tok
         n_stack = 0
-        stack = _grow(stack, n_cur)
-        for j in range(n_cur):
+        for j in range(n_cur):                # popped last first, as Kaldi's queue
             stack[n_stack] = j
+            on_stack[j] = True
             n_stack += 1
         while n_stack > 0:
             n_stack -= 1
             j = stack[n_stack]
+            on_stack[j] = False
             c = cur_cost[j]
             if c > cutoff:
                 continue
@@ -216,28 +220,19 @@ def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, star
                 if k < 0:
                     k = n_cur
                     n_cur += 1
-                    if n_cur > cur_state.shape[0]:
-                        cur_state = _grow(cur_state, n_cur)
-                        cur_cost = _grow(cur_cost, n_cur)
-                        cur_prev = _grow(cur_prev, n_cur)
-                        cur_arc = _grow(cur_arc, n_cur)
                     slot[d] = k
                     cur_state[k] = d
                 elif not w < cur_cost[k]:
                     continue
                 cur_cost[k], cur_prev[k], cur_arc[k] = w, base + j, a
-                stack = _grow(stack, n_stack + 1)
-                stack[n_stack] = k
-                n_stack += 1
+                if not on_stack[k]:
+                    on_stack[k] = True
+                    stack[n_stack] = k
+                    n_stack += 1
         # the frame's survivors become tokens; they are the next frame's active list
-        tok_prev = _grow(tok_prev, n_tok + n_cur)
-        tok_arc = _grow(tok_arc, n_tok + n_cur)
-        if n_cur > prv_state.shape[0]:
-            prv_state = _grow(prv_state, n_cur)
-            prv_cost = _grow(prv_cost, n_cur)
-            prv_tok = _grow(prv_tok, n_cur)
-            prv_word = _grow(prv_word, n_cur)
-            scratch = _grow(scratch, n_cur)
+        if n_tok + n_cur > tok_prev.shape[0]:
+            tok_prev = _grow(tok_prev, n_tok + n_cur)
+            tok_arc = _grow(tok_arc, n_tok + n_cur)
         for j in range(n_cur):
             tok_prev[n_tok + j] = cur_prev[j]
             tok_arc[n_tok + j] = cur_arc[j]
@@ -258,12 +253,11 @@ def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, star
         cut, word_cut, adaptive, best_i = _cutoff(prv_cost, n_prv, beam, max_active,
                                                   min_active, beam_delta, word_end_beam,
                                                   scratch)
-        row = loglik[t]
         next_cut = np.inf
         if best_i >= 0:   # the best token first: a tight bound on the next cutoff early on
             s = prv_state[best_i]
             for a in range(eps_end[s], offsets[s + 1]):
-                w = prv_cost[best_i] + arc_cost[a] - scale * row[pdf[a]]
+                w = prv_cost[best_i] + arc_cost[a] - scale * loglik[t, pdf[a]]
                 if w + adaptive < next_cut:
                     next_cut = w + adaptive
         for i in range(n_prv):
@@ -272,7 +266,7 @@ def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, star
                 continue
             s = prv_state[i]
             for a in range(eps_end[s], offsets[s + 1]):
-                w = c + arc_cost[a] - scale * row[pdf[a]]
+                w = c + arc_cost[a] - scale * loglik[t, pdf[a]]
                 if not w < next_cut:
                     continue
                 d = nextstate[a]
@@ -280,11 +274,6 @@ def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, star
                 if k < 0:
                     k = n_cur
                     n_cur += 1
-                    if n_cur > cur_state.shape[0]:
-                        cur_state = _grow(cur_state, n_cur)
-                        cur_cost = _grow(cur_cost, n_cur)
-                        cur_prev = _grow(cur_prev, n_cur)
-                        cur_arc = _grow(cur_arc, n_cur)
                     slot[d] = k
                     cur_state[k] = d
                     cur_cost[k], cur_prev[k], cur_arc[k] = w, prv_tok[i], a
