@@ -33,6 +33,7 @@ token          one entry of the traceback store: (previous token, arc); -1 = non
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numba
@@ -161,18 +162,19 @@ def _compact(tok_prev, tok_arc, n_tok, live_toks):
 
 @numba.njit(cache=True)
 def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, start, loglik,
-            scale, beam, max_active, min_active, beam_delta, word_end_beam):
+            scale, beam, max_active, min_active, beam_delta, word_end_beam, slot):
     """Token passing over a graph whose arcs leaving each state list epsilons first
     (``offsets[s]:eps_end[s]``) then emitting arcs (``eps_end[s]:offsets[s+1]``).
 
-    ``pdf`` (A,) is the pdf of each emitting arc (-1 on epsilons). Returns (arcs of the best
-    path (n,), its total cost, reached_final, tokens held).
+    ``pdf`` (A,) is the pdf of each emitting arc (-1 on epsilons); ``slot`` (S,) is all -1
+    and left so. Returns (arcs of the best path (n,), its total cost, reached_final, tokens
+    held). The per-state arrays are allocated but only touched up to the number of active
+    states, so resident memory follows the active tokens.
     """
     num_states = final_cost.shape[0]
     T = loglik.shape[0]
     # one entry per state at most in a frame: the per-frame arrays never grow (arrays that
     # are reassigned inside the frame loop would cost numba reference counting every frame)
-    slot = np.full(num_states, -1, dtype=np.int32)   # state -> entry of the frame being built
     cur_state = np.empty(num_states, dtype=np.int32)
     cur_cost = np.empty(num_states, dtype=np.float64)
     cur_prev = np.empty(num_states, dtype=np.int64)  # token id (this frame's ids are base + j)
@@ -184,7 +186,7 @@ def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, star
     scratch = np.empty(num_states, dtype=np.float32)   # Kaldi partitions floats
     stack = np.empty(num_states, dtype=np.int32)
     on_stack = np.zeros(num_states, dtype=np.bool_)
-    tok_prev = np.empty(max(1024, 4 * num_states), dtype=np.int64)
+    tok_prev = np.empty(1 << 16, dtype=np.int64)
     tok_arc = np.empty(tok_prev.shape[0], dtype=np.int32)
     n_tok = 0
     gc_at = 1 << 20
@@ -336,11 +338,15 @@ class FasterDecoder:
         self._next = np.ascontiguousarray(graph.nextstate[self._order])
         self._olabel = np.ascontiguousarray(graph.olabel[self._order])
         self._final = graph.final_cost.astype(np.float64)
+        self._slot = np.full(graph.num_states, -1, dtype=np.int32)  # state -> entry; reused
 
     def decode(self, loglik: np.ndarray) -> SearchResult:
         """Best path for one utterance; ``loglik`` (T, num_pdfs), higher is better."""
         g, cfg = self.graph, self.cfg
         loglik = np.ascontiguousarray(loglik, dtype=np.float32)
+        if g.num_states == 0:
+            return SearchResult(np.zeros(0, np.int32), np.zeros(0, np.int32),
+                                np.zeros(0, np.int64), np.inf, np.inf, np.inf, False, 0)
         if self._pdf.size and loglik.shape[0] and self._pdf.max() >= loglik.shape[1]:
             raise ValueError(f"graph needs pdf {int(self._pdf.max())}, scores have "
                              f"{loglik.shape[1]} columns")
@@ -348,7 +354,7 @@ class FasterDecoder:
             self._offsets, self._eps_end, self._pdf, self._cost, self._next, self._olabel,
             self._final, int(g.start), loglik, float(cfg.acoustic_scale), float(cfg.beam),
             int(cfg.max_active), int(cfg.min_active), float(cfg.beam_delta),
-            float(cfg.word_end_beam))
+            float(cfg.word_end_beam), self._slot)
         arcs = self._order[path]
         il = g.ilabel[arcs]
         ilabels = il[il > 0].astype(np.int32)
@@ -379,10 +385,7 @@ def align(graph: FstArrays, label_pdf: np.ndarray, loglik: np.ndarray,
     as Kaldi's aligner does."""
     cfg = cfg or SearchConfig()
     for beam in (cfg.beam, max(cfg.beam, retry_beam)):
-        result = decode(graph, label_pdf, loglik, SearchConfig(
-            beam=beam, max_active=cfg.max_active, min_active=cfg.min_active,
-            beam_delta=cfg.beam_delta, word_end_beam=cfg.word_end_beam,
-            acoustic_scale=cfg.acoustic_scale))
+        result = decode(graph, label_pdf, loglik, dataclasses.replace(cfg, beam=beam))
         if result.reached_final:
             return result.ilabels
     return None
