@@ -228,13 +228,15 @@ def _display_path(token: str) -> str:
 
 
 def source_commit() -> str:
-    """The repository's commit, with ``+changes`` when tracked files differ from it."""
+    """The repository's commit, with ``+changes`` when tracked files other than the
+    generated ``results/`` differ from it."""
     def git(*cmd: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True,
                               check=True, timeout=30).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    ":(exclude)results")
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return commit + ("+changes" if dirty else "")
