@@ -32,7 +32,7 @@ from _harness import REPO, cli, interleave, limit_threads, log, machine, table, 
 
 import numpy as np  # noqa: E402
 
-from asr.decoder.faster import FasterDecoder, SearchConfig, to_kaldifst  # noqa: E402
+from asr.decoder.faster import FasterDecoder, SearchConfig  # noqa: E402
 from asr.experiment import Experiment  # noqa: E402
 from asr.graph import FstArrays  # noqa: E402
 
@@ -124,7 +124,7 @@ def kaldi_decode(decoder, scaled: np.ndarray) -> tuple[list[int], float]:
 def compare(name: str, fst: FstArrays, label_pdf: np.ndarray, scores: list[np.ndarray],
             cfg: SearchConfig, rounds: int) -> list[str]:
     ours = FasterDecoder(fst, label_pdf, cfg)
-    kaldi_fst = to_kaldifst(fst)        # the decoder keeps a reference only: hold it here
+    kaldi_fst = fst.to_kaldifst()        # the decoder keeps a reference only: hold it here
     kaldi = kaldi_decoder.FasterDecoder(kaldi_fst, kaldi_decoder.FasterDecoderOptions(
         beam=cfg.beam, max_active=cfg.max_active, min_active=cfg.min_active,
         beam_delta=cfg.beam_delta))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from asr.decoder.faster import FasterDecoder, SearchConfig, align, decode, to_kaldifst
+from asr.decoder.faster import FasterDecoder, SearchConfig, align, decode
 from asr.graph import FstArrays
 
 EXACT = SearchConfig(beam=np.inf, min_active=0, acoustic_scale=0.7)
@@ -227,7 +227,7 @@ def test_equal_to_kaldis_faster_decoder_on_random_graphs(cfg):
     for seed in range(300):
         graph, label_pdf, loglik = random_problem(seed, T=int(seed % 6) + 1)
         ours = decode(graph, label_pdf, loglik, cfg)
-        words, cost, reached = kaldi_best(to_kaldifst(graph), label_pdf, loglik, cfg)
+        words, cost, reached = kaldi_best(graph.to_kaldifst(), label_pdf, loglik, cfg)
         if words is None:
             assert ours.cost == np.inf
             continue
@@ -241,7 +241,7 @@ def test_equal_to_kaldis_faster_decoder_on_a_word_loop():
     pytest.importorskip("kaldi_decoder")
     rng = np.random.default_rng(1)
     graph, label_pdf, _ = word_loop(rng)
-    fst = to_kaldifst(graph)
+    fst = graph.to_kaldifst()
     for cfg in (SearchConfig(beam=10.0), SearchConfig(beam=6.0, max_active=50)):
         decoder = FasterDecoder(graph, label_pdf, cfg)
         for _ in range(10):

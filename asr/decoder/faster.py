@@ -391,22 +391,4 @@ def align(graph: FstArrays, label_pdf: np.ndarray, loglik: np.ndarray,
     return None
 
 
-def to_kaldifst(graph: FstArrays):
-    """The same graph as a ``kaldifst.StdVectorFst`` (to run Kaldi's decoders beside ours)."""
-    import kaldifst
-
-    fst = kaldifst.StdVectorFst()
-    for _ in range(graph.num_states):
-        fst.add_state()
-    if graph.num_states:
-        fst.start = int(graph.start)
-    for s in range(graph.num_states):
-        if np.isfinite(graph.final_cost[s]):
-            fst.set_final(s, float(graph.final_cost[s]))
-        for a in range(graph.arc_offsets[s], graph.arc_offsets[s + 1]):
-            fst.add_arc(s, kaldifst.StdArc(int(graph.ilabel[a]), int(graph.olabel[a]),
-                                           float(graph.cost[a]), int(graph.nextstate[a])))
-    return fst
-
-
-__all__ = ["FasterDecoder", "SearchConfig", "SearchResult", "align", "decode", "to_kaldifst"]
+__all__ = ["FasterDecoder", "SearchConfig", "SearchResult", "align", "decode"]
