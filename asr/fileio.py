@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from asr.errors import DataError
+
 
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
@@ -113,3 +115,21 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj) -> None:
     """Write ``obj`` as indented, key-sorted JSON, atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_lines(path: str | Path, what: str = "") -> list[str]:
+    """The lines of a UTF-8 text file, ended by ``\n`` only (as Kaldi reads them;
+    ``str.splitlines`` would also split at U+0085 or U+2028 and miscount line numbers).
+
+    A file that cannot be read or decoded is a DataError naming it (``what`` says what the
+    file is, e.g. "lexicon").
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read{' ' + what if what else ''}: "
+                              f"{exc.strerror or exc}") from None
+    return lines[:-1] if lines[-1] == "" else lines

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from asr.errors import DataError
-from asr.fileio import write_text
+from asr.fileio import read_lines, write_text
 from asr.lexicon import SILENCE, Lexicon, base_phone
 
 __all__ = ["SPOKEN_NOISE", "UNK", "LexiconConfig", "Pronunciations", "read_pronunciations",
@@ -91,12 +91,7 @@ def read_pronunciations(path: str | Path, keep_stress: bool = True) -> Pronuncia
         ``SIL`` (reserved for optional silence between words).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read lexicon: {exc.strerror or exc}") from None
+    lines = read_lines(path, "lexicon")
     prons: Pronunciations = {}
     for number, line in enumerate(lines, start=1):
         fields = line.split()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Collection, Iterable
 
 from asr.errors import DataError
-from asr.fileio import atomic_dir
+from asr.fileio import atomic_dir, read_lines
 
 __all__ = ["DataDir", "copy_id", "copy_source", "fix_data_dir"]
 
@@ -35,23 +35,11 @@ WAV_SCP, TEXT, UTT2SPK, SPK2UTT = "wav.scp", "text", "utt2spk", "spk2utt"
 Row = tuple[int, str, str]  # (1-based line number, key, rest of the line: "" when absent)
 
 
-def _lines(text: str) -> list[str]:
-    """The lines of ``text``, ended by ``\\n`` only (as Kaldi reads them; ``str.splitlines``
-    would also split at characters such as U+0085 or U+2028 and miscount line numbers)."""
-    lines = text.split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
-
-
 def _read_rows(path: Path, what: str) -> list[Row]:
     """Split each line of ``path`` into key and rest; ``what`` describes a line for errors."""
     if not path.is_file():
         raise DataError(path, f"missing; a data directory needs {WAV_SCP}, {TEXT} and {UTT2SPK}")
-    try:
-        lines = _lines(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+    lines = read_lines(path)
     rows = []
     for number, line in enumerate(lines, start=1):
         fields = line.split(maxsplit=1)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from asr.data.datadir import DataDir
 from asr.errors import DataError
+from asr.fileio import read_lines
 
 __all__ = ["TRANSCRIPT_SUFFIX", "AUDIO_SUFFIX", "read_librispeech", "prepare_librispeech"]
 
@@ -42,14 +43,7 @@ def _read_chapter(chapter: Path, speaker: str, wavs: dict, text: dict, utt2spk: 
                                              "<speaker>-<chapter>.trans.txt per chapter")
     if not trans.is_file():
         raise DataError(chapter, f"no transcript {trans.name}; expected one per chapter folder")
-    try:
-        lines = trans.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        raise DataError(trans, f"not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(trans, f"cannot read: {exc.strerror or exc}") from None
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(trans, "transcript")
     audio = {p.name for p in chapter.iterdir() if p.name.endswith(AUDIO_SUFFIX)}
     listed = set()
     for number, line in enumerate(lines, start=1):
