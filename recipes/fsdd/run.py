@@ -370,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
                  + [f"connected_heldout_{c.connected_heldout_speaker}"]
                  + [f"{k}_{snr}dB" for k in c.noise_kinds for snr in c.snrs])
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        a = s.augment
         lines = ["Isolated columns use a one-word grammar, connected and noisy columns a word "
                  "loop. `heldout_<speaker>`: that speaker is absent from training.", "",
                  "- **Connected digits** are made, not recorded: strings of 1-7 isolated "
@@ -379,18 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"speech (seed {s.seed}); training strings use training recordings only, "
                  "test strings test recordings only. Noisy columns add white, pink or babble "
                  "noise to the connected test strings at the SNR named.",
-                 "- **Training data:** the GMM systems and hmmlearn train on the clean "
-                 "recordings" + (" (the main fold's triphone GMM also on the noisy copies "
-                 "below)" if a.gmm_noisy else "") + ". The hybrid DNN also trains on "
-                 "augmented copies: "
-                 + (f"speed perturbation ×{', ×'.join(f'{f:g}' for f in a.speed_factors)} "
-                    "of the held-out folds' isolated recordings" if a.speed_factors else
-                    "no speed perturbation")
-                 + "; " + (f"one noisy copy of every main-fold recording (SNR drawn from "
-                           f"{', '.join(str(x) for x in a.noise_snrs)} dB)" if a.noise_snrs
-                           else "no noisy copies")
-                 + ". Its validation utterances are drawn by source recording, so a copy "
-                   "never validates its own original.", "",
+                 "- **Training data:** " + _training_data(s), "",
                  "Seconds to train each system on the conventional split, and to decode its "
                  "250 isolated and 300 connected test recordings:", "",
                  "| system | train | decode isolated | decode connected |",
@@ -453,6 +441,25 @@ def _cmvn_speakers(data: DataDir, part: str) -> DataDir:
     if not part.startswith("connected"):
         return data
     return DataDir(data.wavs, data.text, {u: f"{spk}-connected" for u, spk in data.utt2spk.items()})
+
+
+def _training_data(s: Settings) -> str:
+    """RESULTS.md's sentence on which systems saw which (augmented) training data."""
+    a = s.augment
+    noisy = (f"one noisy copy of every main-fold recording (SNR drawn from "
+             f"{', '.join(str(x) for x in a.noise_snrs)} dB)")
+    others = [x for x in s.systems if x != "dnn"]
+    text = (f"{', '.join(others) or 'no other system'} train on the clean recordings"
+            + (f"; the main fold's triphone GMM also on {noisy}" if a.gmm_noisy else "") + ".")
+    if "dnn" in s.systems:
+        copies = ([f"speed perturbation ×{', ×'.join(f'{f:g}' for f in a.speed_factors)} of "
+                   "the held-out folds' isolated recordings"] if a.speed_factors else [])
+        copies += [noisy] if a.noise_snrs else []
+        text += (" The hybrid DNN also trains on augmented copies: " + "; ".join(copies)
+                 if copies else " The hybrid DNN trains on the clean recordings too")
+        text += (". Its validation utterances are drawn by source recording, so a copy "
+                 "never validates its own original.")
+    return text
 
 
 def _columns(ex: Experiment) -> set[str]:
