@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr.errors import DataError
+from asr.fileio import read_lines
 
 SILENCE = "SIL"
 POSITIONS = ("B", "I", "E", "S")   # word-position marks: begin, inside, end, singleton
@@ -95,10 +96,7 @@ class Lexicon:
     def load(cls, path: str | Path) -> "Lexicon":
         """Read a lexicon file; a malformed line raises DataError naming file and line."""
         path = Path(path)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(path, f"cannot read lexicon: {exc}") from None
+        lines = read_lines(path, "lexicon")
         entries = []
         for number, line in enumerate(lines, start=1):
             parts = line.split()

@@ -38,7 +38,7 @@ from typing import Sequence
 import kaldifst
 
 from asr.errors import DataError
-from asr.fileio import atomic_dir, write_text
+from asr.fileio import atomic_dir, read_lines, write_text
 from asr.graph.fst import ArcTable, to_fst
 from asr.lexicon import SILENCE, Lexicon
 
@@ -147,10 +147,7 @@ def _symbol_table(symbols: list[str]) -> str:
 def read_symbol_table(path: str | Path) -> list[str]:
     """Read ``phones.txt`` / ``words.txt``; ids must be 0, 1, 2, ... in order."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"cannot read symbol table: {exc}") from None
+    lines = read_lines(path, "symbol table")
     symbols = []
     for number, line in enumerate(lines, start=1):
         parts = line.split()
