@@ -92,8 +92,9 @@ def child(cfg: dict) -> None:
     import kaldifst
     from asr.graph.fst import from_fst
     from asr.graph.grammar_fst import arpa_fst
-    from asr.graph.hclg import (HclgConfig, _add_self_loops, _det_min, _DISAMBIG, _fst_arrays,
-                                _h, _Hmms, _relabel, _word_internal, compile_hclg)
+    from asr.graph.hclg import (HclgConfig, _add_self_loops, _compose_h, _det_min,
+                                _determinize, _fst_arrays, _Hmms, _minimize, _remove_disambig,
+                                _word_internal, compile_hclg)
     from asr.graph.lang import make_lang
     from asr.hmm.transitions import Topology, TransitionModel
     from asr.hmm.tree import ContextTree
@@ -163,35 +164,38 @@ def child(cfg: dict) -> None:
         with Step("CLG", "determinize* + minimize") as s:
             clg = _det_min(clg, "CLG")
             s.extra["states"] = clg.num_states
-        with Step("CLG", "relabel #k (via arrays)"):
-            first = len(hmms.keys) + 1
-            clg = _relabel(clg, lambda x: np.where(x >= _DISAMBIG, x - _DISAMBIG + first, x))
-        with Step("HCLG", "H, compose H o CLG", defer=True) as s:
+        with Step("CLG", "read arcs (from_fst)") as s:
+            clg = from_fst(clg)
+            s.extra["size"] = [clg.num_states, clg.num_arcs]
+        with Step("HCLG", "H o CLG (arrays)") as s:
             tstates = hmms.graph_tstates()
-            h, num_labels = _h(hmms, tstates, lang.num_disambig, first, hcfg.transition_scale)
-            kaldifst.arcsort(clg, sort_type="ilabel")
-            hclg = kaldifst.compose(h, clg)
+            hclg, num_labels, deterministic = _compose_h(clg, hmms, tstates,
+                                                         hcfg.transition_scale)
             s.extra["states"] = hclg.num_states
-        s.extra["clg_size"] = _fst_size(clg)
-        s.report()
+            s.extra["size"] = [hclg.num_states, hclg.num_arcs]
+            s.extra["deterministic"] = deterministic
         del clg
-        with Step("HCLG", "determinize*") as s:
-            if kaldifst.determinize_star(hclg, use_log=True):
-                raise RuntimeError("determinizing HCLG stopped early")
+        if not deterministic:
+            with Step("HCLG", "determinize*") as s:
+                hclg = _determinize(hclg)
+                s.extra["states"] = hclg.num_states
+        with Step("HCLG", "#k -> eps, rmepsilon (arrays)") as s:
+            hclg = _remove_disambig(hclg, num_labels)
             s.extra["states"] = hclg.num_states
-        with Step("HCLG", "relabel #k -> eps (via arrays)"):
-            hclg = _relabel(hclg, lambda x: np.where(x >= num_labels, 0, x))
-        with Step("HCLG", "rmepsilon") as s:
-            kaldifst.rmepsilon(hclg)
-            s.extra["states"] = hclg.num_states
-        with Step("HCLG", "minimize (encoded)") as s:
-            kaldifst.minimize_encoded(hclg)
-            s.extra["states"] = hclg.num_states
-        with Step("FstArrays", "read arcs (from_fst)"):
-            arcs = from_fst(hclg)
-        del hclg
+            s.extra["size"] = [hclg.num_states, hclg.num_arcs]
+        if hcfg.minimize:
+            with Step("HCLG", "minimize (encoded)") as s:
+                hclg = _minimize(hclg)
+                s.extra["states"] = hclg.num_states
+        if cfg["check"]:
+            with Step("check", "minimize (encoded), not kept") as s:
+                small = _minimize(hclg)
+                s.extra["size"] = [small.num_states, small.num_arcs]
+                s.extra["states"] = small.num_states
+                del small
         with Step("FstArrays", "add self-loops"):
-            arcs = _add_self_loops(arcs, tstates, tm, hcfg.self_loop_scale)
+            arcs = _add_self_loops(hclg, tstates, tm, hcfg.self_loop_scale)
+        del hclg
         with Step("FstArrays", "CSR arrays") as s:
             fst = _fst_arrays(arcs)
             s.extra["size"] = [fst.num_states, fst.num_arcs]

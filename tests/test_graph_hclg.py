@@ -230,3 +230,94 @@ def test_yesno_decoded_through_hclg_by_kaldis_search(shared_data, tmp_path):
     assert same.words == 232 and same.errors <= current.errors + 1
     kaldi = decode(0.1)                      # Kaldi's self-loop scale
     assert 100.0 * kaldi.errors / kaldi.words <= YESNO_MAX_WER
+
+
+def _reference_hclg(lang, g, tree, tm, cfg):
+    """HCLG built the way this module first did, every step in kaldifst: H o CLG composed,
+    determinize*, #k -> epsilon, rmepsilon, minimize_encoded, then the same self-loops."""
+    from asr.graph.hclg import (_DISAMBIG, _add_self_loops, _clg, _fst_arrays, _h, _Hmms)
+
+    hmms = _Hmms(tree, tm)
+    clg = to_fst(_clg(lang, g, hmms, cfg.context))
+    tstates = hmms.graph_tstates()
+    h, num_labels = _h(hmms, tstates, lang.num_disambig, _DISAMBIG, cfg.transition_scale)
+    kaldifst.arcsort(clg, sort_type="ilabel")
+    hclg = kaldifst.compose(h, clg)
+    assert not kaldifst.determinize_star(hclg, use_log=True)
+    table = from_fst(hclg)
+    table.ilabel[table.ilabel >= num_labels] = 0
+    hclg = to_fst(table)
+    kaldifst.rmepsilon(hclg)
+    kaldifst.minimize_encoded(hclg)
+    return _fst_arrays(_add_self_loops(from_fst(hclg), tstates, tm, cfg.self_loop_scale))
+
+
+def _random_inputs(graph: FstArrays, rng, count: int, max_len: int = 40):
+    """Input label sequences of random paths from the start to a final state."""
+    found = []
+    while len(found) < count:
+        state, labels = graph.start, []
+        for _ in range(max_len):
+            lo, hi = graph.arc_offsets[state], graph.arc_offsets[state + 1]
+            if np.isfinite(graph.final_cost[state]) and (hi == lo or rng.random() < 0.15):
+                found.append(labels)
+                break
+            if hi == lo:
+                break
+            a = rng.integers(lo, hi)
+            if graph.ilabel[a]:
+                labels.append(int(graph.ilabel[a]))
+            state = graph.nextstate[a]
+    return found
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["monophone", "shared-pdf triphone"])
+def test_hclg_paths_cost_what_the_all_kaldifst_build_gives(tmp_path, split):
+    """Against a build made only of kaldifst operations (with the final minimization), on a
+    trigram LM with back-off arcs and homophones: every input sequence gets the same words
+    and best cost. With ``split``, two hmms share their first pdf (a tree that asks about the
+    right phone for the last state only), so H o CLG must be determinized."""
+    from asr.graph.hclg import _clg, _compose_h, _Hmms
+    from asr.hmm.tree import _Node
+    from asr.lm import train_kneser_ney, write_arpa
+
+    lexicon = Lexicon.from_entries([("A", ["A"]), ("AB", ["A", "B"]), ("BA", ["B", "A"]),
+                                    ("ABC", ["A", "B", "C"]), ("C", ["C"]),
+                                    ("CA", ["C", "A"]), ("ABX", ["A", "B"])])
+    lang = make_lang(lexicon, silence_prob=0.2)
+    rng = np.random.default_rng(3)
+    words = ["A", "AB", "BA", "ABC", "C", "CA", "ABX"]
+    sentences = [" ".join(rng.choice(words, size=rng.integers(1, 6))) for _ in range(60)]
+    write_arpa(train_kneser_ney(sentences, 3, words), tmp_path / "lm.arpa")
+    g = arpa_fst(tmp_path / "lm.arpa", lang)
+    topo = Topology(len(lexicon.phones), 3, 2)
+    tm = TransitionModel(topo, 0.6)
+    tree = ContextTree.monophone(topo)
+    if split:
+        a, b = lexicon.phones.index("A"), lexicon.phones.index("B")
+        leaf = tree.roots[(a, 2)]
+        tree.nodes += [_Node(pdf=-1, position=2, phones=frozenset({b}), yes=len(tree.nodes) + 1,
+                             no=leaf), _Node(pdf=tree.num_pdfs)]
+        tree = ContextTree(tree.nodes, {**tree.roots, (a, 2): len(tree.nodes) - 2})
+        hmms = _Hmms(tree, tm)
+        first = {hmms.label(-1, a, -1), hmms.label(-1, a, b)}
+        assert len(first) == 2                 # two hmms for A, one first pdf
+    hmms = _Hmms(tree, tm)
+    clg = _clg(lang, g, hmms, "word")
+    assert _compose_h(clg, hmms, hmms.graph_tstates(), 1.0)[2] is not split   # deterministic?
+    cfg = HclgConfig(self_loop_scale=0.1)
+    new = compile_hclg(lang, g, tree, tm, cfg).fst
+    old = _reference_hclg(lang, g, tree, tm, cfg)
+    assert abs(new.num_states - old.num_states) <= 0.05 * old.num_states
+    new_fst, old_fst = (to_fst(ArcTable.from_arrays(x)) for x in (new, old))
+    inputs = _random_inputs(old, rng, 60) + _random_inputs(new, rng, 60)
+    for labels in inputs:
+        want, got = best(old_fst, labels), best(new_fst, labels)
+        assert want is not None and got is not None
+        assert got[0] == want[0] and got[1] == pytest.approx(want[1], abs=1e-3)
+    # The best path of all.
+    paths = [kaldifst.get_linear_symbol_sequence(kaldifst.shortest_path(f))
+             for f in (old_fst, new_fst)]
+    assert paths[0][0] and paths[1][0]
+    assert paths[1][2] == paths[0][2]
+    assert paths[1][3].value == pytest.approx(paths[0][3].value, abs=1e-3)

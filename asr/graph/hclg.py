@@ -18,11 +18,24 @@ word label         HCLG output label: the ``words.txt`` id (see ``asr.graph.lang
 
 Steps, as ``mkgraph.sh``:
 
-1. CLG = minimize(determinize*(CL o G)), in the log semiring, disambiguation kept.
+1. CLG = minimize(determinize*(CL o G)), in the log semiring, disambiguation kept (kaldifst);
+   its arcs are then read into arrays, where the rest happens.
 2. H_a maps every hmm label to the forward labels of its states (no self-loops yet); its
    weights, ``transition_scale`` times the log probability of each forward arc ignoring
    self-loops, are 0 in this project's topology (one loop and one forward arc per state).
-3. HCLG_a = minimize_encoded(rmepsilon(determinize*(H_a o CLG) with ``#k`` -> epsilon)).
+   H_a o CLG is built on the arrays as ``fstcompose`` builds it: each CLG arc with an hmm
+   label becomes the first arc of a chain of states, one chain per distinct (hmm,
+   destination) pair.
+3. HCLG_a = rmepsilon(determinize*(H_a o CLG) with ``#k`` -> epsilon). determinize* (in
+   kaldifst) is skipped when H_a o CLG is already deterministic (no input epsilons, distinct
+   first labels out of every CLG state: a monophone tree, or any tree whose hmms of one
+   phone never share their first pdf), since it would return the same machine. Epsilon
+   removal runs on the arrays and does what OpenFst's ``RmEpsilon`` does (see
+   :func:`_remove_disambig`).
+   Unlike ``mkgraph.sh`` there is no final ``fstminimizeencoded`` unless
+   ``HclgConfig.minimize``: on the sotu trigram LM it removed under 0.5% of the states
+   (2,000 words: 2,384,807 -> 2,375,606; full vocabulary: 5,314,126 -> 5,310,285) and took
+   a third of the whole build (124 of 362 s).
 4. Self-loops are added as Kaldi's ``add-self-loops --reorder=true``: a state whose incoming
    arcs all carry forward labels of one graph tstate gets that tstate's self-loop, costing
    ``self_loop_scale * -log p(loop)``, and its outgoing arcs and final cost take
@@ -30,8 +43,9 @@ Steps, as ``mkgraph.sh``:
    first. Every path then consumes one label per frame, and the frame is scored by the pdf
    of the state the transition leaves, as in Kaldi.
 
-Minimization quantizes weights by 1/1024 (``fstminimizeencoded``'s delta), so a path's
-cost may differ from the sum of its parts by about 1e-3.
+Costs are float32, summed in float64 where epsilon removal and self-loops add them; with
+``minimize``, minimization quantizes weights by 1/1024 (``fstminimizeencoded``'s delta), so a
+path's cost may then differ from the sum of its parts by about 1e-3.
 
 Context. The project's triphone trees are trained with word-internal contexts (context
 phone -1 at both word edges, see ``asr.hmm.tree``), so ``context="word"`` (the default)
@@ -56,6 +70,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import kaldifst
+import numba
 import numpy as np
 
 from asr.errors import ModelError
@@ -68,17 +83,20 @@ from asr.models import load_arrays, save_arrays
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONTEXTS = ("word", "cross")
 
 
 @dataclass(frozen=True)
 class HclgConfig:
-    """How the graph is built: context expansion and Kaldi's scales."""
+    """How the graph is built: context expansion, Kaldi's scales, and whether HCLG is
+    minimized at the end as ``mkgraph.sh`` does (off: it removes almost nothing and is the
+    slowest step, see the module docstring)."""
 
     context: str = "word"
     transition_scale: float = 1.0
     self_loop_scale: float = 0.1
+    minimize: bool = False
 
     def __post_init__(self):
         if self.context not in CONTEXTS:
@@ -148,15 +166,7 @@ def _word_internal(lang: Lang, hmms: _Hmms) -> kaldifst.StdVectorFst:
     return fst
 
 
-_DISAMBIG = 1 << 28          # temporary offset of #k labels before hmm labels are counted
-
-
-def _relabel(fst: kaldifst.StdVectorFst, mapping, side: str = "input"
-             ) -> kaldifst.StdVectorFst:
-    table = from_fst(fst)
-    labels = table.ilabel if side == "input" else table.olabel
-    labels[:] = mapping(labels)
-    return to_fst(table)
+_DISAMBIG = 1 << 28          # CLG's label of #k: _DISAMBIG + k (hmm labels are below)
 
 
 def _det_min(fst: kaldifst.StdVectorFst, what: str) -> kaldifst.StdVectorFst:
@@ -166,51 +176,46 @@ def _det_min(fst: kaldifst.StdVectorFst, what: str) -> kaldifst.StdVectorFst:
     return fst
 
 
-def _clg(lang: Lang, g: kaldifst.StdVectorFst, hmms: _Hmms, context: str
-         ) -> tuple[kaldifst.StdVectorFst, int]:
-    """CLG over hmm labels and ``#k`` labels; returns it and the first ``#k`` label."""
+def _clg(lang: Lang, g: kaldifst.StdVectorFst, hmms: _Hmms, context: str) -> ArcTable:
+    """CLG over hmm labels, ``#k`` labelled ``_DISAMBIG + k``."""
     if context == "word":
         cl = _word_internal(lang, hmms)
         kaldifst.arcsort(cl, sort_type="olabel")
         clg = _det_min(kaldifst.compose(cl, g), "CLG")
-        first = len(hmms.keys) + 1
-        return _relabel(clg, lambda x: np.where(x >= _DISAMBIG, x - _DISAMBIG + first, x)), \
-            first
+        del cl
+        return from_fst(clg)
     lg = _det_min(kaldifst.compose(lang.L(disambig=True), g), "LG")
     disambig = lang.disambig_phone_symbols
     clg, windows = kaldifst.compose_context(disambig, 3, 1, lg)
     num_phone_symbols = len(lang.lexicon.phones) + 1
     table = np.zeros(len(windows), dtype=np.int64)
-    pending = []
     for i, window in enumerate(windows):
         if len(window) == 1 and window[0] < 0:           # a disambiguation symbol
-            pending.append((i, -window[0]))
+            table[i] = _DISAMBIG + -window[0] - disambig[0]
         elif len(window) == 3 and 0 < window[1] < num_phone_symbols:
             left, phone, right = (w - 1 if 0 < w < num_phone_symbols else -1 for w in window)
             table[i] = hmms.label(left, phone, right)
         elif window and window[1 if len(window) == 3 else 0] != 0:
             raise ModelError(None, f"unexpected context window {window}")
-    first = len(hmms.keys) + 1
-    for i, symbol in pending:
-        table[i] = first + symbol - disambig[0]
-    return _relabel(clg, lambda x: table[x]), first
+    arcs = from_fst(clg)
+    arcs.ilabel[:] = table[arcs.ilabel]
+    return arcs
 
 
 def _h(hmms: _Hmms, tstates: np.ndarray, num_disambig: int, first_disambig: int,
        transition_scale: float) -> tuple[kaldifst.StdVectorFst, int]:
-    """H_a: hmm labels -> forward graph labels, ``#k`` passed through above the labels."""
-    index = {(int(t), int(p)): g for g, (t, p) in enumerate(tstates)}
-    num_labels = 2 * len(tstates) + 1
+    """H_a as an FST: hmm labels -> forward graph labels, ``#k`` (``first_disambig + k``
+    on its output side) passed through as ``num_labels + k``. :func:`_compose_h` builds
+    H_a o CLG without it; tests compose this one with kaldifst to check that."""
+    forward, cost, num_labels = _h_arrays(hmms, tstates, transition_scale)
     arcs = []
     state = 1
-    for h, (phone, pdfs) in enumerate(hmms.keys):
+    for h, n in enumerate((forward > 0).sum(axis=1).tolist()):
         src = 0
-        for s, pdf in enumerate(pdfs):
-            dst = 0 if s == len(pdfs) - 1 else state
-            # Forward probability ignoring the self-loop: 1 in this topology.
-            cost = transition_scale * 0.0
-            label = 2 * index[(hmms.tm.tstate(phone, s), pdf)] + 2
-            arcs.append((src, dst, label, h + 1 if s == 0 else 0, cost))
+        for s in range(n):
+            dst = 0 if s == n - 1 else state
+            arcs.append((src, dst, int(forward[h, s]), h + 1 if s == 0 else 0,
+                         float(cost[h, s])))
             if dst:
                 src, state = dst, state + 1
     for k in range(num_disambig + 1):
@@ -220,63 +225,364 @@ def _h(hmms: _Hmms, tstates: np.ndarray, num_disambig: int, first_disambig: int,
     return fst, num_labels
 
 
+def _h_arrays(hmms: _Hmms, tstates: np.ndarray, transition_scale: float
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The HMM of each hmm id as arrays: ``forward`` (H, n) int64, the forward graph label
+    of each state (0 after the last), ``cost`` (H, n) float64, its cost, and the number of
+    graph labels (epsilon included)."""
+    index = {(int(t), int(p)): g for g, (t, p) in enumerate(tstates)}
+    width = max((len(pdfs) for _, pdfs in hmms.keys), default=1)
+    forward = np.zeros((len(hmms.keys), width), dtype=np.int64)
+    for h, (phone, pdfs) in enumerate(hmms.keys):
+        for s, pdf in enumerate(pdfs):
+            forward[h, s] = 2 * index[(hmms.tm.tstate(phone, s), pdf)] + 2
+    # Forward probability ignoring the self-loop: 1 in this topology.
+    cost = np.where(forward > 0, transition_scale * 0.0, 0.0)
+    return forward, cost, 2 * len(tstates) + 1
+
+
+def _compose_h(clg: ArcTable, hmms: _Hmms, tstates: np.ndarray, transition_scale: float
+               ) -> tuple[ArcTable, int, bool]:
+    """H_a o CLG, as ``kaldifst.compose(H_a, CLG)`` builds it (one chain of states per
+    distinct (hmm, destination) pair), ``#k`` labelled ``num_labels + k``.
+
+    Returns the arcs, the number of graph labels and whether the result is already
+    deterministic (no input epsilons, distinct first labels on the arcs of each CLG state),
+    so that determinizing it would change nothing."""
+    forward, hcost, num_labels = _h_arrays(hmms, tstates, transition_scale)
+    num_hmms = len(forward)
+    il = clg.ilabel
+    is_hmm = (il > 0) & (il <= num_hmms)
+    is_disambig = il >= _DISAMBIG
+    if np.any((il > 0) & ~is_hmm & ~is_disambig):
+        raise ModelError(None, "CLG has an input label that is neither an hmm nor a #k")
+    h = np.where(is_hmm, il - 1, 0)
+    first = np.where(is_hmm, forward[h, 0], np.where(is_disambig, il - _DISAMBIG + num_labels,
+                                                     0))
+    key = clg.src.astype(np.int64) * (int(first.max(initial=0)) + 1) + first
+    deterministic = bool(np.all(first > 0)) and len(np.unique(key)) == len(key)
+    del key
+    # States inside each chain: one run per distinct (destination, hmm) pair.
+    length = (forward > 0).sum(axis=1)
+    hmm_arcs = np.flatnonzero(is_hmm)
+    pair_key, inverse = np.unique(clg.dst[hmm_arcs].astype(np.int64) * num_hmms
+                                  + h[hmm_arcs], return_inverse=True)
+    pair_dst, pair_h = pair_key // num_hmms, pair_key % num_hmms
+    inner = length[pair_h] - 1                       # states inside the chain
+    base = clg.num_states + np.concatenate([[0], np.cumsum(inner)[:-1]]).astype(np.int64)
+    num_states = clg.num_states + int(inner.sum())
+    # The first arc of each chain replaces the CLG arc; it keeps its word and cost.
+    dst = clg.dst.astype(np.int64)
+    into = np.where(inner[inverse] > 0, base[inverse], pair_dst[inverse])
+    dst[hmm_arcs] = into
+    cost = clg.cost.astype(np.float64)
+    cost[hmm_arcs] += hcost[h[hmm_arcs], 0]
+    # The rest of each chain.
+    pair = np.repeat(np.arange(len(pair_key)), inner)
+    step = np.arange(len(pair)) - np.repeat(np.cumsum(inner) - inner, inner) + 1
+    last = step == inner[pair]
+    chain_src = base[pair] + step - 1
+    chain_dst = np.where(last, pair_dst[pair], base[pair] + step)
+    final = np.full(num_states, np.inf, dtype=np.float32)
+    final[:clg.num_states] = clg.final
+    table = ArcTable(clg.start, final, np.concatenate([clg.src, chain_src]),
+                     np.concatenate([dst, chain_dst]),
+                     np.concatenate([first, forward[pair_h[pair], step]]),
+                     np.concatenate([clg.olabel, np.zeros(len(pair), dtype=np.int64)]),
+                     np.concatenate([cost, hcost[pair_h[pair], step]]).astype(np.float32))
+    return table, num_labels, deterministic
+
+
+def _determinize(table: ArcTable) -> ArcTable:
+    """determinize* in the log semiring, with kaldifst."""
+    fst = to_fst(table)
+    del table
+    if kaldifst.determinize_star(fst, use_log=True):
+        raise ModelError(None, "determinizing HCLG stopped early")
+    return from_fst(fst)
+
+
+def _remove_disambig(table: ArcTable, num_labels: int) -> ArcTable:
+    """``#k`` -> epsilon, then epsilon removal as OpenFst's ``RmEpsilon`` does it: the
+    epsilon arcs go, each state gets the arcs and final cost of the states it reached
+    through them (parallel arcs with the same labels and destination merged, the cheapest
+    kept), and states no longer reachable are dropped. Arcs come out grouped by source."""
+    ilabel = np.where(table.ilabel >= num_labels, 0, table.ilabel).astype(np.int32)
+    order = np.argsort(table.src, kind="stable")
+    counts = np.bincount(table.src, minlength=table.num_states)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = _rmepsilon(offsets, ilabel[order], table.olabel[order].astype(np.int32),
+                     table.cost[order].astype(np.float32), table.dst[order].astype(np.int32),
+                     table.final.astype(np.float64), int(table.start))
+    del order, ilabel
+    offsets, il, ol, cost, dst, final = out
+    alive = _reachable(offsets, dst, int(table.start))
+    new_id = (np.cumsum(alive) - 1).astype(np.int32)
+    counts = np.diff(offsets)
+    keep = np.repeat(alive, counts)
+    src = np.repeat(np.arange(len(final), dtype=np.int32), counts)[keep]
+    return ArcTable(int(new_id[table.start]), final[alive].astype(np.float32), new_id[src],
+                    new_id[dst[keep]], il[keep], ol[keep], cost[keep])
+
+
+@numba.njit(cache=True)
+def _closure(s, offsets, il, ol, cost, dst, dist, on_stack, stack, members):
+    """States reachable from ``s`` through epsilon arcs (``members[:m]``, ``s`` first) and
+    the cost of the best way to each (``dist``, which the caller resets to inf); returns
+    ``m``."""
+    dist[s] = 0.0
+    members[0] = s
+    m = 1
+    stack[0] = s
+    top = 1
+    on_stack[s] = True
+    while top:
+        top -= 1
+        q = stack[top]
+        on_stack[q] = False
+        for a in range(offsets[q], offsets[q + 1]):
+            if il[a] == 0 and ol[a] == 0:
+                t = dst[a]
+                d = dist[q] + cost[a]
+                if d < dist[t]:
+                    if dist[t] == np.inf:
+                        members[m] = t
+                        m += 1
+                    dist[t] = d
+                    if not on_stack[t]:
+                        stack[top] = t
+                        top += 1
+                        on_stack[t] = True
+    return m
+
+
+@numba.njit(cache=True)
+def _rmepsilon(offsets, il, ol, cost, dst, final, start):
+    """Epsilon removal over CSR arcs (see :func:`_remove_disambig`); returns the new CSR
+    arrays (offsets, il, ol, cost, dst) and final costs, same states."""
+    n = offsets.shape[0] - 1
+    dist = np.full(n, np.inf)
+    on_stack = np.zeros(n, dtype=np.bool_)
+    stack = np.empty(n, dtype=np.int64)
+    members = np.empty(n, dtype=np.int64)
+    plain = np.zeros(n, dtype=np.int64)          # arcs that are not epsilon
+    merged = np.zeros(n, dtype=np.bool_)         # states with epsilon arcs
+    for s in range(n):
+        for a in range(offsets[s], offsets[s + 1]):
+            if il[a] == 0 and ol[a] == 0:
+                merged[s] = True
+            else:
+                plain[s] += 1
+    bound = 0                                     # arcs before merging parallel ones
+    for s in range(n):
+        bound += plain[s]
+        if merged[s]:
+            m = _closure(s, offsets, il, ol, cost, dst, dist, on_stack, stack, members)
+            for i in range(1, m):
+                bound += plain[members[i]]
+            for i in range(m):
+                dist[members[i]] = np.inf
+    new_offsets = np.zeros(n + 1, dtype=np.int64)
+    new_final = final.copy()
+    o_il = np.empty(bound, dtype=np.int32)
+    o_ol = np.empty(bound, dtype=np.int32)
+    o_cost = np.empty(bound, dtype=np.float32)
+    o_dst = np.empty(bound, dtype=np.int32)
+    stamp = np.full(n, -1, dtype=np.int64)
+    k = 0
+    for s in range(n):
+        k0 = k
+        if not merged[s]:
+            for a in range(offsets[s], offsets[s + 1]):
+                o_il[k], o_ol[k], o_cost[k], o_dst[k] = il[a], ol[a], cost[a], dst[a]
+                k += 1
+            new_offsets[s + 1] = k
+            continue
+        m = _closure(s, offsets, il, ol, cost, dst, dist, on_stack, stack, members)
+        for i in range(m):
+            q = members[i]
+            if i:
+                new_final[s] = min(new_final[s], dist[q] + final[q])
+            for a in range(offsets[q], offsets[q + 1]):
+                if il[a] != 0 or ol[a] != 0:
+                    o_il[k], o_ol[k], o_dst[k] = il[a], ol[a], dst[a]
+                    o_cost[k] = cost[a] + dist[q] if i else cost[a]
+                    k += 1
+        for i in range(m):
+            dist[members[i]] = np.inf
+        # Parallel arcs (same labels and destination): the cheapest stays. Only states
+        # with two arcs into one state can have them.
+        repeated = False
+        for j in range(k0, k):
+            if stamp[o_dst[j]] == s:
+                repeated = True
+            stamp[o_dst[j]] = s
+        if repeated:
+            by_dst = np.argsort(o_dst[k0:k], kind="mergesort")
+            labels = (o_il[k0:k].astype(np.int64) << 31) | o_ol[k0:k].astype(np.int64)
+            order = by_dst[np.argsort(labels[by_dst], kind="mergesort")]
+            r_il, r_ol = o_il[k0:k][order], o_ol[k0:k][order]
+            r_cost, r_dst = o_cost[k0:k][order], o_dst[k0:k][order]
+            j = k0
+            for i in range(order.shape[0]):
+                if (j > k0 and r_il[i] == o_il[j - 1] and r_ol[i] == o_ol[j - 1]
+                        and r_dst[i] == o_dst[j - 1]):
+                    o_cost[j - 1] = min(o_cost[j - 1], r_cost[i])
+                else:
+                    o_il[j], o_ol[j], o_cost[j], o_dst[j] = r_il[i], r_ol[i], r_cost[i], r_dst[i]
+                    j += 1
+            k = j
+        new_offsets[s + 1] = k
+    return new_offsets, o_il[:k], o_ol[:k], o_cost[:k], o_dst[:k], new_final
+
+
+@numba.njit(cache=True)
+def _reachable(offsets, dst, start):
+    """(S,) bool: the states reachable from ``start``."""
+    n = offsets.shape[0] - 1
+    seen = np.zeros(n, dtype=np.bool_)
+    stack = np.empty(n, dtype=np.int64)
+    seen[start] = True
+    stack[0] = start
+    top = 1
+    while top:
+        top -= 1
+        q = stack[top]
+        for a in range(offsets[q], offsets[q + 1]):
+            t = dst[a]
+            if not seen[t]:
+                seen[t] = True
+                stack[top] = t
+                top += 1
+    return seen
+
+
+def _minimize(table: ArcTable) -> ArcTable:
+    """``fstminimizeencoded``, with kaldifst."""
+    fst = to_fst(table)
+    del table
+    kaldifst.minimize_encoded(fst)
+    return from_fst(fst)
+
+
 def _add_self_loops(table: ArcTable, tstates: np.ndarray, tm: TransitionModel,
                     scale: float) -> ArcTable:
     """Kaldi's ``AddSelfLoops`` with ``reorder``: see the module docstring (step 4)."""
     log_loop = tm.log_probs[tstates[:, 0], 0]
     log_leave = np.log1p(-np.exp(log_loop))
-    cls = np.where(table.ilabel > 0, (table.ilabel - 1) // 2, -1)
     n = table.num_states
-    lo = np.full(n, np.iinfo(np.int64).max)
-    hi = np.full(n, -2, dtype=np.int64)
-    np.minimum.at(lo, table.dst, cls)
-    np.maximum.at(hi, table.dst, cls)
-    lo[table.start] = min(lo[table.start], -1)
+    cls = _tstate_of(table.ilabel)
+    lo, hi = _entry_classes(table.dst, cls, n, int(table.start))
     single = (lo == hi) & (hi >= 0)
-    src, dst = table.src.copy(), table.dst.copy()
-    ilabel, olabel, cost = table.ilabel.copy(), table.olabel.copy(), table.cost.astype(np.float64)
-    final = table.final.astype(np.float64)
+    del lo
     # States entered by one tstate: loop on the state, the leave cost on what leaves it.
-    loop_state = np.full(n, -1, dtype=np.int64)
-    loop_state[single] = hi[single]
-    leaving = loop_state[src] >= 0
-    cost[leaving] += -scale * log_leave[loop_state[src[leaving]]]
-    has = loop_state >= 0
+    loop_state = np.where(single, hi, -1).astype(np.int32)
+    del hi
+    has = np.flatnonzero(loop_state >= 0)
+    cost = _leave_costs(table.src, table.cost, loop_state, -scale * log_leave)
+    final = table.final.astype(np.float64)
     final[has] += -scale * log_leave[loop_state[has]]
-    new_src = [np.flatnonzero(has)]
-    new_dst = [np.flatnonzero(has)]
+    new_src = [has]
+    new_dst = [has]
     new_il = [2 * loop_state[has] + 1]
-    new_ol = [np.zeros(int(has.sum()), dtype=np.int64)]
     new_cost = [-scale * log_loop[loop_state[has]]]
     # States entered by several: arcs of each tstate go through a new state with the loop.
-    mixed = ~single[dst] & (cls >= 0)
-    if mixed.any():
-        pairs, inverse = np.unique(np.stack([dst[mixed], cls[mixed]], axis=1), axis=0,
-                                   return_inverse=True)
+    mixed = np.flatnonzero(~single[table.dst] & (cls >= 0))
+    del cls
+    dst = table.dst
+    if len(mixed):
+        key = dst[mixed].astype(np.int64) * len(tstates) + _tstate_of(table.ilabel[mixed])
+        pairs, inverse = np.unique(key, return_inverse=True)
+        pair_dst, g = pairs // len(tstates), pairs % len(tstates)
         extra = n + np.arange(len(pairs))
-        dst[np.flatnonzero(mixed)] = extra[inverse.reshape(-1)]
-        g = pairs[:, 1]
+        dst = dst.copy()
+        dst[mixed] = extra[inverse.reshape(-1)]
         new_src += [extra, extra]
-        new_dst += [extra, pairs[:, 0]]
+        new_dst += [extra, pair_dst]
         new_il += [2 * g + 1, np.zeros(len(pairs), dtype=np.int64)]
-        new_ol += [np.zeros(len(pairs), dtype=np.int64)] * 2
         new_cost += [-scale * log_loop[g], -scale * log_leave[g]]
         final = np.concatenate([final, np.full(len(pairs), np.inf)])
+    added = sum(len(x) for x in new_src)
     return ArcTable(table.start, final.astype(np.float32),
-                    np.concatenate([src, *new_src]), np.concatenate([dst, *new_dst]),
-                    np.concatenate([ilabel, *new_il]), np.concatenate([olabel, *new_ol]),
-                    np.concatenate([cost, *new_cost]).astype(np.float32))
+                    np.concatenate([table.src, *new_src]).astype(np.int32),
+                    np.concatenate([dst, *new_dst]).astype(np.int32),
+                    np.concatenate([table.ilabel, *new_il]).astype(np.int32),
+                    np.concatenate([table.olabel, np.zeros(added, dtype=np.int32)]
+                                   ).astype(np.int32),
+                    np.concatenate([cost, *(c.astype(np.float32) for c in new_cost)]))
+
+
+def _tstate_of(ilabel: np.ndarray) -> np.ndarray:
+    """Graph tstate of each graph label, -1 for epsilon."""
+    return np.where(ilabel > 0, (ilabel - 1) // 2, -1).astype(np.int32)
+
+
+@numba.njit(cache=True)
+def _entry_classes(dst, cls, n, start):
+    """Lowest and highest tstate (-1: epsilon) of the arcs entering each state; the start
+    state counts as entered by epsilon, a state no arc enters has (max int, -2)."""
+    lo = np.full(n, np.iinfo(np.int32).max, dtype=np.int32)
+    hi = np.full(n, -2, dtype=np.int32)
+    for a in range(dst.shape[0]):
+        d = dst[a]
+        c = cls[a]
+        if c < lo[d]:
+            lo[d] = c
+        if c > hi[d]:
+            hi[d] = c
+    lo[start] = min(lo[start], -1)
+    return lo, hi
+
+
+@numba.njit(cache=True)
+def _leave_costs(src, cost, loop_state, leave):
+    """float32 arc costs plus ``leave[loop_state[src]]`` where the source has a loop
+    (added in float64)."""
+    out = np.empty(cost.shape[0], dtype=np.float32)
+    for a in range(cost.shape[0]):
+        g = loop_state[src[a]]
+        out[a] = np.float64(cost[a]) + leave[g] if g >= 0 else cost[a]
+    return out
 
 
 def _fst_arrays(table: ArcTable) -> FstArrays:
-    """CSR arrays, arcs of each state sorted by input label."""
-    order = np.lexsort((table.ilabel, table.src))
-    offsets = np.zeros(table.num_states + 1, dtype=np.int64)
-    np.add.at(offsets, table.src + 1, 1)
-    return FstArrays(int(table.start), table.final.astype(np.float32), np.cumsum(offsets),
+    """CSR arrays, arcs of each state sorted by input label (stable)."""
+    offsets, order = _csr_order(table.src, table.ilabel, table.num_states)
+    return FstArrays(int(table.start), table.final.astype(np.float32), offsets,
                      table.ilabel[order].astype(np.int32), table.olabel[order].astype(np.int32),
                      table.cost[order].astype(np.float32),
                      table.dst[order].astype(np.int32))
+
+
+@numba.njit(cache=True)
+def _csr_order(src, ilabel, n):
+    """(S + 1,) offsets and (A,) permutation: arcs by source state, then input label, in
+    their order otherwise (a counting sort, then an insertion sort inside each state)."""
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    for a in range(src.shape[0]):
+        offsets[src[a] + 1] += 1
+    for s in range(n):
+        offsets[s + 1] += offsets[s]
+    fill = offsets[:-1].copy()
+    order = np.empty(src.shape[0], dtype=np.int64)
+    for a in range(src.shape[0]):
+        order[fill[src[a]]] = a
+        fill[src[a]] += 1
+    for s in range(n):
+        lo, hi = offsets[s], offsets[s + 1]
+        if hi - lo > 32:
+            seg = order[lo:hi]
+            order[lo:hi] = seg[np.argsort(ilabel[seg], kind="mergesort")]
+            continue
+        for i in range(lo + 1, hi):
+            a = order[i]
+            key = ilabel[a]
+            j = i - 1
+            while j >= lo and ilabel[order[j]] > key:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = a
+    return offsets, order
 
 
 def compile_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree,
@@ -284,18 +590,17 @@ def compile_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree,
     """Compose, determinize and minimize H o C o L o G; add self-loops (no cache)."""
     start = time.perf_counter()
     hmms = _Hmms(tree, tm)
-    clg, first_disambig = _clg(lang, g, hmms, cfg.context)
+    clg = _clg(lang, g, hmms, cfg.context)
     tstates = hmms.graph_tstates()
-    h, num_labels = _h(hmms, tstates, lang.num_disambig, first_disambig,
-                       cfg.transition_scale)
-    kaldifst.arcsort(clg, sort_type="ilabel")
-    hclg = kaldifst.compose(h, clg)
-    if kaldifst.determinize_star(hclg, use_log=True):
-        raise ModelError(None, "determinizing HCLG stopped early")
-    hclg = _relabel(hclg, lambda x: np.where(x >= num_labels, 0, x))   # #k -> epsilon
-    kaldifst.rmepsilon(hclg)
-    kaldifst.minimize_encoded(hclg)
-    table = _add_self_loops(from_fst(hclg), tstates, tm, cfg.self_loop_scale)
+    hclg, num_labels, deterministic = _compose_h(clg, hmms, tstates, cfg.transition_scale)
+    del clg
+    if not deterministic:
+        hclg = _determinize(hclg)
+    hclg = _remove_disambig(hclg, num_labels)
+    if cfg.minimize:
+        hclg = _minimize(hclg)
+    table = _add_self_loops(hclg, tstates, tm, cfg.self_loop_scale)
+    del hclg
     label_pdf = np.full(num_labels, -1, dtype=np.int32)
     label_tid = np.full(num_labels, -1, dtype=np.int32)
     label_pdf[1::2] = label_pdf[2::2] = tstates[:, 1]
