@@ -12,6 +12,7 @@ An error in the input ends the command with one line naming the file and line at
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import json
 import sys
@@ -21,17 +22,26 @@ from asr.errors import AsrError, error_line
 
 
 def _decoder_overrides(args, system):
-    changes = {k: getattr(args, k) for k in ("grammar", "beam", "acoustic_scale", "lm_weight",
-                                             "word_penalty") if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in ("grammar", "beam", "max_active", "acoustic_scale",
+                                             "lm_weight", "word_penalty")
+               if getattr(args, k) is not None}
     return dataclasses.replace(system.decoding, **changes)
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grammar", help="'loop', 'single' or an ARPA file (default: the model's)")
     p.add_argument("--beam", type=float)
+    p.add_argument("--max-active", dest="max_active", type=int)
     p.add_argument("--acoustic-scale", dest="acoustic_scale", type=float)
     p.add_argument("--lm-weight", dest="lm_weight", type=float)
     p.add_argument("--word-penalty", dest="word_penalty", type=float)
+    p.add_argument("--graph-cache", dest="graph_cache", type=Path, default=_default_cache(),
+                   help="folder that keeps decoding graphs between runs (default: %(default)s)")
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "asr" / "graphs"
 
 
 def cmd_decode(args) -> int:
@@ -48,7 +58,7 @@ def cmd_decode(args) -> int:
                                     progress=not args.no_progress)
     feats = apply_pipeline(raw, system.features, data.utt2spk)
     hyps = decode_features(system, feats, _decoder_overrides(args, system),
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, graph_cache=args.graph_cache)
     out = Path(args.out)
     write_text_file(out / "hyp.txt", hyps)
     if any(data.text.values()):
@@ -70,7 +80,7 @@ def cmd_transcribe(args) -> int:
     from asr.system import AsrSystem
 
     system = AsrSystem.load(args.model)
-    decoder = system.decoder(_decoder_overrides(args, system))
+    decoder = system.decoder(_decoder_overrides(args, system), cache=args.graph_cache)
     for path in args.files:
         wav, _ = read_wav(path, expected_rate=system.features.sample_rate)
         # A single file is its own speaker for per-speaker CMVN.

@@ -6,7 +6,8 @@ shared so that no recipe copies another. Paths follow Kaldi's layout::
     data/<corpus>/<set>/              Kaldi data directories
     exp/<corpus>/feats/<set>/         feature archives
     exp/<corpus>/<system>/            model directory of a trained system, train.log
-    exp/<corpus>/<system>/decode_<set>/   hyp.txt, per_utt, wer
+    exp/<corpus>/<system>/decode_<set>/   hyp.txt, per_utt, wer, timing
+    exp/<corpus>/graphs/<key>/        HCLG.npz, words.txt (shared by systems with one tree)
     results/<corpus>/                 results.json, RESULTS.md, plots (committed)
 """
 from __future__ import annotations
@@ -114,6 +115,11 @@ class Experiment:
         feats = self.load_features(name, features)
         return [Utterance(u, feats[u], data.text[u]) for u in data.utts if u in feats]
 
+    @property
+    def graph_cache(self) -> Path:
+        """Decoding graphs, one folder per (lang, G, tree, transitions, scales)."""
+        return self.exp / "graphs"
+
     def system_dir(self, system: str) -> Path:
         return self.exp / system
 
@@ -147,6 +153,7 @@ class Experiment:
         out = self.system_dir(system) / f"decode_{column}"
         start = time.perf_counter()
         refs = {u: data.text[u] for u in data.utts if u in feats}   # skipped ones: not scored
-        result = decode_and_score(model, feats, refs, out, str(out), cfg, self.progress)
+        result = decode_and_score(model, feats, refs, out, str(out), cfg, self.progress,
+                                  graph_cache=self.graph_cache)
         return time.perf_counter() - start, result
 

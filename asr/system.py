@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 
-from asr.decoder import Decoder, DecoderConfig, decoding_graph, make_grammar
+from asr.decoder import Decoder, DecoderConfig, decoding_graph
 from asr.errors import ModelError
 from asr.features import FeatureConfig
 from asr.fileio import atomic_dir, write_json
@@ -126,9 +126,15 @@ class AsrSystem:
                              f"{tree.num_pdfs}")
         return cls(features, lexicon, tree, tm, model, decoding)
 
-    def decoder(self, cfg: DecoderConfig | None = None, base_dir: Path | None = None) -> Decoder:
-        """A decoder over this system's graph for ``cfg`` (default: the saved settings)."""
+    def graph(self, cfg: DecoderConfig | None = None, base_dir: Path | None = None,
+              cache: Path | None = None):
+        """This system's HCLG for ``cfg`` (default: the saved settings); see
+        ``asr.decoder.decoding_graph``."""
+        return decoding_graph(self.lexicon, self.tree, self.tm, cfg or self.decoding,
+                              base_dir, cache)
+
+    def decoder(self, cfg: DecoderConfig | None = None, base_dir: Path | None = None,
+                cache: Path | None = None) -> Decoder:
+        """A decoder over this system's graph (see :meth:`graph`) for ``cfg``."""
         cfg = cfg or self.decoding
-        grammar = make_grammar(cfg.grammar, self.lexicon.words, base_dir)
-        graph = decoding_graph(grammar, self.lexicon, self.tree, self.tm, cfg.silence_prob)
-        return Decoder(graph, self.tm, grammar.words, cfg)
+        return Decoder(self.graph(cfg, base_dir, cache), cfg)

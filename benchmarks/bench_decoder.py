@@ -42,25 +42,6 @@ import kaldifst  # noqa: E402
 BEGIN, END = "<!-- begin: decoder -->", "<!-- end: decoder -->"
 
 
-def node_graph_fst(graph, arc_w, start, final) -> tuple[FstArrays, np.ndarray]:
-    """A graph of HMM states (``asr.hmm.graph.Graph`` with log weights) as a WFST.
-
-    State 0 starts; state ``n + 1`` is node ``n``, entered by arcs with input label ``n + 1``
-    (pdf ``graph.pdf[n]``); entering a word's first node from elsewhere outputs word + 1.
-    Returns (fst, label_pdf (N + 1,)).
-    """
-    word = graph.word
-    enters = (word[graph.arc_dst] >= 0) & (graph.arc_src != graph.arc_dst)
-    arcs = [(int(s) + 1, int(d) + 1, int(d) + 1, int(word[d]) + 1 if e else 0, -float(w))
-            for s, d, w, e in zip(graph.arc_src, graph.arc_dst, arc_w, enters)
-            if np.isfinite(w)]
-    arcs += [(0, n + 1, n + 1, int(word[n]) + 1 if word[n] >= 0 else 0, -float(start[n]))
-             for n in np.flatnonzero(np.isfinite(start))]
-    finals = {int(n) + 1: -float(final[n]) for n in np.flatnonzero(np.isfinite(final))}
-    fst = FstArrays.from_arcs(graph.num_nodes + 1, 0, finals, arcs)
-    return fst, np.concatenate([[-1], graph.pdf]).astype(np.int64)
-
-
 def yesno_set(work: Path):
     """(fst, label_pdf, [loglik (T, pdfs)], acoustic scale) of the yesno test set under the
     recipe's monophone system in ``work`` (its ``data`` and ``exp`` folders), trained there
@@ -75,11 +56,10 @@ def yesno_set(work: Path):
     ex = Experiment("yesno", work / "data", work / "exp", work / "results", None,
                     progress=False)
     system = ex.load_system("mono")
-    decoder = system.decoder()
-    fst, label_pdf = node_graph_fst(decoder.graph, decoder.arc_w, decoder.start, decoder.final)
+    graph = system.graph()
     feats = ex.load_features("test", system.features)
     scores = [system.model.log_likelihoods(feats[u]).astype(np.float32) for u in sorted(feats)]
-    return fst, label_pdf, scores, decoder.cfg.acoustic_scale
+    return graph.fst, graph.label_pdf, scores, system.decoding.acoustic_scale
 
 
 def word_loop(rng, num_words: int, num_pdfs: int = 500) -> tuple[FstArrays, np.ndarray]:

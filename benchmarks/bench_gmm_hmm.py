@@ -50,27 +50,18 @@ ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                      "MKL_NUM_THREADS")}
 
 
-def fst_arrays(decoder: Decoder) -> dict[str, np.ndarray]:
-    """asr's decoding graph as an FST for Kaldi's decoders (costs = negated log weights).
-
-    Node n of the graph is FST state n; one extra state (the last) is the start, with an
-    arc into every node a path may start in. Every arc into node n reads input label
-    ``pdf[n] + 1`` (so ``DecodableCtc`` reads score column ``pdf[n]``); an arc entering a
-    word outputs Kaldi word id ``word + 1``.
-    """
-    g = decoder.graph
-    starts = np.flatnonzero(np.isfinite(decoder.start))
-    keep = np.isfinite(decoder.arc_w)
-    src = np.concatenate([g.arc_src[keep], np.full(len(starts), g.num_nodes)])
-    dst = np.concatenate([g.arc_dst[keep], starts])
-    entering = np.concatenate([g.arc_src[keep] != g.arc_dst[keep], np.ones(len(starts), bool)])
-    olabel = np.where(entering & (g.word[dst] >= 0), g.word[dst] + 1, 0)
-    finals = np.flatnonzero(np.isfinite(decoder.final))
-    return {"num_states": np.array(g.num_nodes + 1), "start": np.array(g.num_nodes),
-            "src": src.astype(np.int32), "dst": dst.astype(np.int32),
-            "ilabel": (g.pdf[dst] + 1).astype(np.int32), "olabel": olabel.astype(np.int32),
-            "cost": -np.concatenate([decoder.arc_w[keep], decoder.start[starts]]),
-            "final_state": finals.astype(np.int32), "final_cost": -decoder.final[finals]}
+def fst_arrays(graph) -> dict[str, np.ndarray]:
+    """asr's HCLG (``asr.graph.hclg.DecodingGraph``) as arrays for Kaldi's decoders: every
+    input label becomes its pdf + 1, so ``DecodableCtc`` reads score column ``pdf``."""
+    fst = graph.fst
+    src = np.repeat(np.arange(fst.num_states), np.diff(fst.arc_offsets))
+    ilabel = np.where(fst.ilabel > 0, graph.label_pdf[fst.ilabel] + 1, 0)
+    finals = np.flatnonzero(np.isfinite(fst.final_cost))
+    return {"num_states": np.array(fst.num_states), "start": np.array(fst.start),
+            "src": src.astype(np.int32), "dst": fst.nextstate.astype(np.int32),
+            "ilabel": ilabel.astype(np.int32), "olabel": fst.olabel.astype(np.int32),
+            "cost": fst.cost.astype(np.float64), "final_state": finals.astype(np.int32),
+            "final_cost": fst.final_cost[finals].astype(np.float64)}
 
 
 def timed_decode(system, feats: dict[str, np.ndarray], rounds: int
@@ -142,7 +133,8 @@ def main() -> None:
         # and its log-likelihoods, scaled once (so the search adds no acoustic scale).
         same_cfg = DecoderConfig(grammar="single", beam=decoding.beam, acoustic_scale=1.0,
                                  silence_prob=decoding.silence_prob)
-        same = mono.decoder(same_cfg)
+        same_graph = mono.graph(same_cfg)
+        same = Decoder(same_graph, same_cfg)
         scores = {u: (decoding.acoustic_scale * mono.model.log_likelihoods(f)).astype(np.float32)
                   for u, f in sorted(test.items())}
 
@@ -150,7 +142,7 @@ def main() -> None:
         work.mkdir()
         np.savez(work / "train_feats.npz", **{u.utt: u.feats for u in train})
         np.savez(work / "test_feats.npz", **test)
-        np.savez(work / "graph.npz", **fst_arrays(same))
+        np.savez(work / "graph.npz", **fst_arrays(same_graph))
         np.savez(work / "scores.npz", **scores)
         (work / "task.json").write_text(json.dumps({
             "phones": lexicon.phones, "words": lexicon.words,
@@ -235,7 +227,7 @@ def main() -> None:
         f"- Peer environment (its own, from `benchmarks/kaldi_peer/requirements.txt`): "
         f"{versions}.", "",
         f"### The search alone: one graph, one set of scores ({args.rounds} rounds)", "",
-        f"asr's one-word decoding graph ({k_same['states']} states, {k_same['arcs']} arcs as "
+        f"asr's one-word HCLG ({k_same['states']} states, {k_same['arcs']} arcs as "
         "an FST with pdf id + 1 input labels) and asr's monophone log-likelihoods of the 250 "
         f"test files, scaled by {decoding.acoustic_scale} once, searched by both decoders "
         f"with beam {decoding.beam:g}. The two agree on the words of {agree} of "

@@ -12,6 +12,7 @@ short for their HMM path (training goes on without them) and unusable audio unde
 """
 from __future__ import annotations
 
+import dataclasses
 import ast
 import datetime
 import io
@@ -29,7 +30,7 @@ import soundfile as sf
 
 from asr.audio import read_wav, write_wav
 from asr.data import DataDir, download, extract_archive
-from asr.decoder import DecoderConfig, read_arpa
+from asr.decoder import DecoderConfig
 from asr.errors import AudioError, DataError, ModelError, SettingsError
 from asr.experiment import Experiment
 from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_archive, write_archive
@@ -241,10 +242,13 @@ def unsafe_archive(member: str):
     return make
 
 
-def bad_arpa(tmp, _model):
+def bad_arpa(tmp, model):
+    """A decode whose grammar is a broken ARPA file: the error names its line."""
     path = tmp / "lm.arpa"
     path.write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-0.5 YES\nminus-one NO\n\\end\\\n")
-    return lambda: read_arpa(path, ["YES", "NO"]), path, 6
+    system = AsrSystem.load(model)
+    cfg = dataclasses.replace(system.decoding, grammar=str(path))
+    return lambda: system.decoder(cfg), path, 6
 
 
 def bad_feature_index(tmp, _model):
@@ -335,7 +339,7 @@ BAD_INPUTS = [
          "points outside the destination"),
     Case("archive member with absolute path", unsafe_archive("/tmp/evil.sh"), DataError,
          "has an absolute path"),
-    Case("malformed ARPA line", bad_arpa, DataError, "not a number"),
+    Case("malformed ARPA line", bad_arpa, DataError, "expected a log10 probability"),
     Case("malformed feature index", bad_feature_index, DataError, "non-negative integers"),
 ]
 

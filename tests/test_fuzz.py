@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from asr.audio import read_wav
 from asr.data import DataDir
-from asr.decoder import DecoderConfig, read_arpa
+from asr.decoder import DecoderConfig
 from asr.errors import AsrError
+from asr.lm import read_arpa
 from asr.features import FeatureConfig
 from asr.gmm.systems import HmmConfig
 from asr.gmm.train import GmmTrainConfig
@@ -187,10 +188,9 @@ def test_read_arpa_raises_only_data_errors(scratch, lines, raw):
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     else:
         path.write_bytes(raw)
-    result = _only_documented_errors(read_arpa, path, ["ALPHA", "BRAVO"])
+    result = _only_documented_errors(read_arpa, path)
     if not isinstance(result, AsrError):
-        assert result.log_probs.shape == (3, 3)
-        assert not np.isnan(result.log_probs).any()
+        assert result.order >= 1
 
 
 # ----------------------------------------------------------------------------- TOML settings

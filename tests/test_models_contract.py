@@ -13,7 +13,7 @@ import pytest
 import asr.models
 from asr.errors import ModelError
 
-from asr.decoder import Decoder, DecoderConfig, decoding_graph, word_loop
+from asr.decoder import Decoder, DecoderConfig, decoding_graph
 from asr.features import FeatureConfig
 from asr.hmm import ContextTree, Topology, TransitionModel
 from asr.lexicon import Lexicon
@@ -108,10 +108,10 @@ def check_contract(model, model_type, hmm, tmp_path):
     assert loaded.num_pdfs == model.num_pdfs
     np.testing.assert_array_equal(loaded.log_likelihoods(feats), scores)
 
-    graph = decoding_graph(word_loop(lexicon.words), lexicon, tree, tm)
-    result = Decoder(graph, tm, lexicon.words, DecoderConfig()).decode(scores)
+    graph = decoding_graph(lexicon, tree, tm, DecoderConfig())
+    result = Decoder(graph, DecoderConfig()).decode(scores)
     assert isinstance(result.words, list) and result.words
-    assert set(result.words) <= set(lexicon.words) and np.isfinite(result.score)
+    assert set(result.words) <= set(lexicon.words) and np.isfinite(result.cost)
 
     system = AsrSystem(FeatureConfig(), lexicon, tree, tm, model, DecoderConfig())
     system.save(tmp_path / "system")

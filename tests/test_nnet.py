@@ -188,10 +188,15 @@ def test_validation_split_keeps_copies_with_their_source(seed):
 
 
 def test_priors_are_floored_frequencies_summing_to_one():
-    priors = estimate_priors({"a": np.array([0, 0, 1]), "b": np.array([1, 1, 0])}, 3,
-                             floor=1e-3)
+    targets = {"a": np.array([0, 0, 1] + [3] * 2000), "b": np.array([1, 1, 0])}
+    priors = estimate_priors(targets, 4, floor=0.01)
     assert priors.sum() == pytest.approx(1.0) and np.all(priors > 0)
-    assert priors[0] == pytest.approx(priors[1]) and priors[2] == pytest.approx(1e-3, rel=0.01)
+    assert priors[0] == pytest.approx(priors[1])
+    # a seen pdf rarer than the floor is floored; an unseen one gets the uniform prior
+    raw = 3 / 2006
+    assert priors[0] / priors[3] == pytest.approx(0.01 / (2000 / 2006))
+    assert priors[2] / priors[3] == pytest.approx(0.25 / (2000 / 2006))
+    assert raw < 0.01
     with pytest.raises(ValueError):
         estimate_priors([np.array([3])], 3)
 

@@ -26,7 +26,7 @@ import kaldilm
 import numpy as np
 
 from asr.errors import DataError
-from asr.graph.fst import ArcTable, to_fst
+from asr.graph.fst import ArcTable, from_fst, to_fst
 from asr.graph.lang import BOS, EOS, Lang
 
 
@@ -86,6 +86,10 @@ def arpa_fst(path: str | Path, lang: Lang, max_order: int = -1) -> kaldifst.StdV
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "ARPA file not found")
+    # kaldilm aborts the process on a malformed file: read it here first, so that an error
+    # names the file and line instead.
+    from asr.lm import read_arpa
+    read_arpa(path)
     with tempfile.TemporaryDirectory(prefix="arpa2fst.") as tmp:
         table = os.path.join(tmp, "words.txt")
         Path(table).write_text("".join(f"{s} {i}\n" for i, s in enumerate(lang.words)),
@@ -95,7 +99,7 @@ def arpa_fst(path: str | Path, lang: Lang, max_order: int = -1) -> kaldifst.StdV
             kaldilm.arpa2fst(str(path), out, bos_symbol=BOS, eos_symbol=EOS,
                              disambig_symbol="#0", read_symbol_table=table,
                              max_order=max_order, max_arpa_warnings=0)
-        except Exception as exc:      # the C++ side reports parse errors as RuntimeError
+        except Exception as exc:
             raise DataError(path, f"cannot convert ARPA file to G: {exc}") from None
         if not os.path.isfile(out):
             raise DataError(path, "cannot convert ARPA file to G")
@@ -103,16 +107,26 @@ def arpa_fst(path: str | Path, lang: Lang, max_order: int = -1) -> kaldifst.StdV
     return _sorted(fst)
 
 
-def make_g(spec: str, lang: Lang, base_dir: Path | None = None) -> kaldifst.StdVectorFst:
-    """``"loop"``, ``"single"``, or an ARPA file path (relative to ``base_dir``)."""
+def make_g(spec: str, lang: Lang, base_dir: Path | None = None, weight: float = 1.0
+           ) -> kaldifst.StdVectorFst:
+    """``"loop"``, ``"single"``, or an ARPA file path (relative to ``base_dir``); every
+    cost times ``weight`` (the grammar's weight against the acoustic and lexicon costs)."""
     if spec == "loop":
-        return word_loop_fst(lang)
-    if spec == "single":
-        return single_word_fst(lang)
-    path = Path(spec)
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    return arpa_fst(path, lang)
+        g = word_loop_fst(lang)
+    elif spec == "single":
+        g = single_word_fst(lang)
+    else:
+        path = Path(spec)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        g = arpa_fst(path, lang)
+    if weight == 1.0:
+        return g
+    table = from_fst(g)
+    table.cost[:] = table.cost * weight
+    finite = np.isfinite(table.final)        # not-final states stay at inf (0 * inf)
+    table.final[finite] = table.final[finite] * weight
+    return _sorted(to_fst(table))
 
 
 __all__ = ["arpa_fst", "bigram_fst", "make_g", "single_word_fst", "word_loop_fst"]

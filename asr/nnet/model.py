@@ -2,8 +2,10 @@
 
     log p(x | pdf) + const = log P(pdf | x) - log P(pdf)
 
-The priors ``P(pdf)`` are the pdfs' relative frequencies in the training targets, floored
-so that a pdf never seen keeps a finite score. Files written by ``save``::
+The priors ``P(pdf)`` are the pdfs' relative frequencies in the training targets, floored.
+A pdf never seen in the targets (e.g. the spoken-noise phone of a corpus without noise)
+gets the uniform prior 1 / num_pdfs instead: its posterior is tiny, and dividing it by a
+tiny floor would make it the best-scoring pdf of every frame. Files written by ``save``::
 
     model.json     type, network spec (architecture, input dim, num_pdfs), priors
     weights.npz    the network's state dict as arrays (no pickle)
@@ -29,7 +31,8 @@ META_NAME = "model.json"
 
 def estimate_priors(targets: Iterable[np.ndarray], num_pdfs: int,
                     floor: float = 1e-8) -> np.ndarray:
-    """Relative frequency of each pdf over all target frames, floored and renormalised.
+    """Relative frequency of each pdf over all target frames, floored and renormalised;
+    a pdf with no frame gets 1 / num_pdfs (see the module docstring).
 
     Parameters
     ----------
@@ -51,7 +54,7 @@ def estimate_priors(targets: Iterable[np.ndarray], num_pdfs: int,
         counts += np.bincount(t, minlength=num_pdfs)
     total = counts.sum()
     priors = counts / total if total > 0 else np.full(num_pdfs, 1.0 / num_pdfs)
-    priors = np.maximum(priors, floor)
+    priors = np.where(counts > 0, np.maximum(priors, floor), 1.0 / num_pdfs)
     return priors / priors.sum()
 
 
