@@ -179,20 +179,20 @@ def child(cfg: dict) -> None:
             with Step("HCLG", "determinize*") as s:
                 hclg = _determinize(hclg)
                 s.extra["states"] = hclg.num_states
-        with Step("HCLG", "#k -> eps, rmepsilon (arrays)") as s:
-            hclg = _remove_disambig(hclg, num_labels)
-            s.extra["states"] = hclg.num_states
-            s.extra["size"] = [hclg.num_states, hclg.num_arcs]
         if hcfg.minimize:
             with Step("HCLG", "minimize (encoded)") as s:
                 hclg = _minimize(hclg)
                 s.extra["states"] = hclg.num_states
-        if cfg["check"]:
+        elif cfg["check"]:
             with Step("check", "minimize (encoded), not kept") as s:
                 small = _minimize(hclg)
                 s.extra["size"] = [small.num_states, small.num_arcs]
                 s.extra["states"] = small.num_states
                 del small
+        with Step("HCLG", "#k -> eps, rmepsilon (arrays)") as s:
+            hclg = _remove_disambig(hclg, num_labels)
+            s.extra["states"] = hclg.num_states
+            s.extra["size"] = [hclg.num_states, hclg.num_arcs]
         with Step("FstArrays", "add self-loops"):
             arcs = _add_self_loops(hclg, tstates, tm, hcfg.self_loop_scale)
         del hclg

@@ -271,12 +271,14 @@ def _random_inputs(graph: FstArrays, rng, count: int, max_len: int = 40):
     return found
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["monophone", "shared-pdf triphone"])
-def test_hclg_paths_cost_what_the_all_kaldifst_build_gives(tmp_path, split):
+@pytest.mark.parametrize("split, minimize", [(False, False), (True, False), (True, True)],
+                         ids=["monophone", "shared-pdf triphone", "minimized"])
+def test_hclg_paths_cost_what_the_all_kaldifst_build_gives(tmp_path, split, minimize):
     """Against a build made only of kaldifst operations (with the final minimization), on a
     trigram LM with back-off arcs and homophones: every input sequence gets the same words
     and best cost. With ``split``, two hmms share their first pdf (a tree that asks about the
-    right phone for the last state only), so H o CLG must be determinized."""
+    right phone for the last state only), so H o CLG must be determinized; ``minimize``
+    adds the optional minimization."""
     from asr.graph.hclg import _clg, _compose_h, _Hmms
     from asr.hmm.tree import _Node
     from asr.lm import train_kneser_ney, write_arpa
@@ -306,7 +308,8 @@ def test_hclg_paths_cost_what_the_all_kaldifst_build_gives(tmp_path, split):
     clg = _clg(lang, g, hmms, "word")
     assert _compose_h(clg, hmms, hmms.graph_tstates(), 1.0)[2] is not split   # deterministic?
     cfg = HclgConfig(self_loop_scale=0.1)
-    new = compile_hclg(lang, g, tree, tm, cfg).fst
+    new = compile_hclg(lang, g, tree, tm, HclgConfig(self_loop_scale=0.1,
+                                                     minimize=minimize)).fst
     old = _reference_hclg(lang, g, tree, tm, cfg)
     assert abs(new.num_states - old.num_states) <= 0.05 * old.num_states
     new_fst, old_fst = (to_fst(ArcTable.from_arrays(x)) for x in (new, old))

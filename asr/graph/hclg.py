@@ -32,10 +32,14 @@ Steps, as ``mkgraph.sh``:
    phone never share their first pdf), since it would return the same machine. Epsilon
    removal runs on the arrays and does what OpenFst's ``RmEpsilon`` does (see
    :func:`_remove_disambig`).
-   Unlike ``mkgraph.sh`` there is no final ``fstminimizeencoded`` unless
-   ``HclgConfig.minimize``: on the sotu trigram LM it removed under 0.5% of the states
-   (2,000 words: 2,384,807 -> 2,375,606; full vocabulary: 5,314,126 -> 5,310,285) and took
-   a third of the whole build (124 of 362 s).
+   ``mkgraph.sh`` ends with ``fstminimizeencoded``; here it runs only with
+   ``HclgConfig.minimize``, and then on the deterministic machine, before ``#k`` become
+   epsilons (after epsilon removal the graph is no longer deterministic, which OpenFst's
+   minimization assumes). Measured on the sotu trigram LM (monophone tree), it removes
+   nothing there (2,000 words: 2,490,587 states before and after), and the former build's
+   minimization after epsilon removal removed under 0.1% (2,000 words: none of 2,384,807
+   states; full vocabulary: 5,314,126 -> 5,310,285) while taking a third of the build
+   (124 of 362 s).
 4. Self-loops are added as Kaldi's ``add-self-loops --reorder=true``: a state whose incoming
    arcs all carry forward labels of one graph tstate gets that tstate's self-loop, costing
    ``self_loop_scale * -log p(loop)``, and its outgoing arcs and final cost take
@@ -458,7 +462,7 @@ def _reachable(offsets, dst, start):
 
 
 def _minimize(table: ArcTable) -> ArcTable:
-    """``fstminimizeencoded``, with kaldifst."""
+    """``fstminimizeencoded``, with kaldifst (the input should be deterministic)."""
     fst = to_fst(table)
     del table
     kaldifst.minimize_encoded(fst)
@@ -596,9 +600,9 @@ def compile_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree,
     del clg
     if not deterministic:
         hclg = _determinize(hclg)
-    hclg = _remove_disambig(hclg, num_labels)
     if cfg.minimize:
         hclg = _minimize(hclg)
+    hclg = _remove_disambig(hclg, num_labels)
     table = _add_self_loops(hclg, tstates, tm, cfg.self_loop_scale)
     del hclg
     label_pdf = np.full(num_labels, -1, dtype=np.int32)
