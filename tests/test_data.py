@@ -229,10 +229,15 @@ def test_extract_archives(tmp_path):
 
 def test_manifest_lists_verified_archives():
     manifest = load_manifest()
-    assert set(manifest) == {"yesno", "fsdd"}
+    assert set(manifest) == {"yesno", "fsdd", "train-clean-5", "dev-clean-2", "librispeech-lexicon",
+                             "librispeech-3gram-pruned", "librispeech-4gram"}
     for entry in manifest.values():
         assert entry["url"].startswith("https://")
-        assert entry["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+        assert entry.get("sha256") or entry.get("md5")     # every file is verified
+        for name, digits in (("sha256", 64), ("md5", 32)):
+            if entry.get(name) is not None:
+                assert re.fullmatch(f"[0-9a-f]{{{digits}}}", entry[name])
+                assert entry[f"{name}_source"]               # and says where it comes from
 
 
 # ----------------------------------------------------------------------------- locating corpora

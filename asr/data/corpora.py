@@ -1,8 +1,12 @@
 """Finding a source corpus: a local copy (``--corpus DIR``) or a verified download.
 
-``data/corpora.json`` lists each corpus's archive: ``url``, ``sha256``, ``archive`` (file
-name under the download folder), ``corpus_dir`` (the corpus folder inside the unpacked
-archive) and where the checksum comes from. A corpus is unpacked into
+``data/corpora.json`` lists each corpus's archive: ``url``, ``sha256`` and/or ``md5``,
+``archive`` (file name under the download folder), ``corpus_dir`` (the corpus folder inside
+the unpacked archive) and where each checksum comes from (``sha256_source``,
+``md5_source``). sha256 is preferred; an entry carries an ``md5`` where its publisher gives
+only that (OpenSLR), and the download checks every checksum given; an entry with neither is
+refused at download time. An entry without ``corpus_dir`` is a single file (a lexicon, an
+ARPA LM) that :func:`fetch` downloads and leaves as it is. A corpus is unpacked into
 ``<download_dir>/<name>/`` atomically, laid out like ``shared/data/<name>/``
 (``yesno/waves_yesno/*.wav``, ``fsdd/recordings/*.wav``), so an interrupted unpacking is
 redone next time and a download and a shared copy are read the same way.
@@ -33,15 +37,16 @@ from asr.data.yesno import yesno_recordings
 from asr.errors import DataError
 from asr.fileio import atomic_dir
 
-__all__ = ["MANIFEST", "SHARED_DATA_ENV", "find_corpora", "load_manifest", "locate_corpus",
-           "user_cache_dir"]
+__all__ = ["MANIFEST", "SHARED_DATA_ENV", "fetch", "find_corpora", "load_manifest",
+           "locate_corpus", "user_cache_dir"]
 
 MANIFEST = Path(__file__).resolve().parents[2] / "data" / "corpora.json"
 SHARED_DATA_ENV = "ASR_SHARED_DATA"
 # ``shared/data`` beside the repository, where a checkout next to the project's data has it.
 _SIBLING = Path(__file__).resolve().parents[3] / "shared" / "data"
 _DOWNLOAD_HINT = "pass --corpus DIR with a local copy of the corpus"
-_REQUIRED = ("url", "sha256", "archive", "corpus_dir")
+_REQUIRED = ("url", "archive")
+_CHECKSUMS = ("sha256", "md5")
 # Each corpus's check raises a DataError naming what is missing from a folder.
 _CHECKS: dict[str, Callable[[Path], object]] = {"yesno": yesno_recordings, "fsdd": fsdd_recordings}
 
@@ -57,9 +62,12 @@ def load_manifest(path: str | Path | None = None) -> dict[str, dict]:
         raise DataError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
     for name, entry in manifest.items():
         missing = [key for key in _REQUIRED if key not in entry]
+        if not any(key in entry for key in _CHECKSUMS):
+            missing.append(" or ".join(_CHECKSUMS))
         if missing:
             raise DataError(path, f"corpus '{name}' lacks {', '.join(missing)}; expected keys "
-                                  f"{', '.join(_REQUIRED)}")
+                                  f"{', '.join(_REQUIRED)}, sha256 and/or md5 and, for an "
+                                  "archive to unpack, corpus_dir")
     return manifest
 
 
@@ -121,12 +129,7 @@ def _download_corpus(entry: dict, corpus: Path, check: Callable[[Path], object],
     ``free-spoken-digit-dataset-1.0.10/recordings/`` lands as ``<corpus>/recordings/``; an
     archive that does not hold the whole corpus leaves nothing behind.
     """
-    try:
-        archive = download(entry["url"], corpus.parent / entry["archive"], entry["sha256"],
-                           progress, timeout)
-    except DataError as exc:
-        exc.hint = exc.hint or _DOWNLOAD_HINT
-        raise
+    archive = _download_entry(entry, corpus.parent, progress, timeout)
     with atomic_dir(corpus) as tmp:
         unpacked = extract_archive(archive, tmp / ".unpacked")
         inner = (unpacked / entry["corpus_dir"]).resolve()
@@ -140,6 +143,49 @@ def _download_corpus(entry: dict, corpus: Path, check: Callable[[Path], object],
             check(tmp)
         except DataError as exc:
             raise DataError(archive, f"does not hold the whole corpus: {exc.message}") from None
+
+
+def _download_entry(entry: dict, folder: Path, progress: bool, timeout: float) -> Path:
+    """Download ``entry``'s file into ``folder``, verified by every checksum it gives."""
+    try:
+        return download(entry["url"], folder / entry["archive"], entry.get("sha256"), progress,
+                        timeout, md5=entry.get("md5"))
+    except DataError as exc:
+        exc.hint = exc.hint or _DOWNLOAD_HINT
+        raise
+
+
+def fetch(name: str, download_dir: str | Path, manifest: str | Path | None = None,
+          check: Callable[[Path], object] | None = None, progress: bool = True,
+          timeout: float = 60.0) -> Path:
+    """Download manifest entry ``name`` (any entry, not only the corpora of
+    :func:`locate_corpus`), verified, into ``download_dir``.
+
+    An entry with ``corpus_dir`` is an archive, unpacked atomically into
+    ``<download_dir>/<name>/`` (its ``corpus_dir`` becomes that folder) unless that folder
+    exists; ``check`` (raising :class:`DataError`) then vets the folder. An entry without
+    it is one file, ``<download_dir>/<archive>``, fetched unless a file with the right
+    checksums is there already.
+
+    Returns
+    -------
+    Path
+        The unpacked folder or the downloaded file.
+    """
+    manifest_path = Path(manifest) if manifest is not None else MANIFEST
+    entries = load_manifest(manifest_path)
+    if name not in entries:
+        raise DataError(manifest_path, f"no entry '{name}'; expected one of "
+                                       f"{', '.join(sorted(entries))}")
+    entry, download_dir = entries[name], Path(download_dir)
+    if "corpus_dir" not in entry:
+        return _download_entry(entry, download_dir, progress, timeout)
+    check = check or (lambda folder: None)
+    folder = download_dir / name
+    if not folder.is_dir():
+        _download_corpus(entry, folder, check, progress, timeout)
+    check(folder)
+    return folder
 
 
 def user_cache_dir() -> Path:
