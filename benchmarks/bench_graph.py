@@ -17,7 +17,8 @@ One run builds one graph, in a child process, as a large-vocabulary recipe would
 - **CLG**, **HCLG**, **FstArrays**: the steps of ``asr.graph.hclg.compile_hclg`` for a
   monophone tree (``ContextTree.monophone``, 3 states per phone, silence included), called
   one by one so that each is timed; ``--check`` also runs ``compile_hclg`` itself and checks
-  that the graphs are identical.
+  that the graphs are identical, and times the final minimization that ``compile_hclg``
+  leaves out by default (``HclgConfig.minimize``) on a copy, to show what it would remove.
 
 The child reports each step as it ends (seconds, and its peak resident set so far); the
 parent stops it after ``--timeout`` seconds or when its resident set passes
