@@ -1,0 +1,666 @@
+"""Large-vocabulary recipes on corpora in LibriSpeech's layout, stage by stage.
+
+Every such recipe (sotu, mini LibriSpeech, any LibriSpeech subset) runs the same stages;
+its ``run.py`` only says where the corpus and LM text are and which subsets play train,
+dev and test. Paths follow :mod:`asr.experiment`, plus::
+
+    data/<corpus>/lang/lexicon.txt      the lexicon (dictionary words of LM text + train)
+    exp/<corpus>/lang/oov_<set>.txt     OOV report of each set against the lexicon
+    exp/<corpus>/lm/<n>gram.arpa        Kneser-Ney LMs: decoding (G) and rescoring orders
+    exp/<corpus>/lm/lm.json             their sizes, perplexity and OOV rate on dev and test
+    exp/<corpus>/<system>/graph.json    the HCLG's states, arcs, build seconds, peak memory
+    exp/<corpus>/<system>/decode_<set>/ hyp.txt, per_utt, wer, wer_<LMWT>_<WIP> per weight,
+                                        timing, choice.json (the dev-chosen weights)
+
+A recipe may also take a published LM instead of training one (``lm_arpa``, e.g.
+LibriSpeech's ``3-gram.pruned.1e-7.arpa.gz``, unpacked once to ``exp/<corpus>/lm/``; the
+lexicon then covers its unigrams, and ``rescore_arpa`` optionally rescores), and may split
+one subset by speaker into dev and test (``split_speakers``), as mini LibriSpeech does with
+dev-clean-2. See :func:`prepare_arpa_lang` and :func:`split_by_speaker`.
+
+Decoding follows Kaldi's scoring: each set is decoded once into lattices, whose best path
+is then taken for every LM weight (LMWT, the inverse acoustic scale) and word insertion
+penalty of the sweep. The weights with the fewest dev errors are chosen, and test is
+reported at dev's choice. A second, higher-order LM rescores the same lattices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from asr.data import DataDir
+from asr.data.librispeech import prepare_librispeech
+from asr.decoder import Decoder, DecoderConfig
+from asr.experiment import Experiment
+from asr.features import FeatureConfig
+from asr.fileio import atomic_dir, write_json, write_text
+from asr.gmm.systems import HmmConfig
+from asr.gmm.train import GmmTrainConfig
+from asr.lexicon import Lexicon
+from asr.nnet.config import NnetConfig
+from asr.oov import count_oov, map_oov
+from asr.pronunciations import (UNK, LexiconConfig, build_lexicon, load_pronunciations,
+                                write_lexicon)
+from asr.scoring import WerResult, compute_wer, per_utterance, write_details, write_text_file
+
+log = logging.getLogger(__name__)
+
+FRAME_SHIFT_S = 0.01
+
+
+@dataclass
+class LmConfig:
+    """The n-gram LMs: ``order`` builds G, ``rescore_order`` rescores lattices (0: none)."""
+
+    order: int = 3
+    rescore_order: int = 4
+    prune: float = 0.0          # relative-entropy pruning of the decoding LM only
+
+    def __post_init__(self):
+        if not 1 <= self.order <= 5 or not 0 <= self.rescore_order <= 5:
+            raise ValueError("LM orders must lie in 1..5 (rescore_order 0: no rescoring)")
+
+
+@dataclass
+class SweepConfig:
+    """Kaldi's scoring sweep: LM weights (LMWT = 1 / acoustic scale) and word insertion
+    penalties, scored on dev; test is reported at dev's best."""
+
+    lm_weights: list[float] = field(default_factory=lambda: [7.0, 8.0, 9.0, 10.0, 11.0, 12.0,
+                                                             13.0, 14.0, 15.0, 17.0])
+    word_penalties: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+
+    def __post_init__(self):
+        if not self.lm_weights or min(self.lm_weights) <= 0 or not self.word_penalties:
+            raise ValueError("the sweep needs positive LM weights and a word penalty list")
+
+
+# ----------------------------------------------------------------------------- data, lang, LM
+
+def prepare_subsets(corpus_dir: Path, subsets: dict[str, str], ex: Experiment,
+                    split_speakers: bool = False) -> None:
+    """Kaldi data directories ``data/<corpus>/<name>`` of ``corpus_dir/<subset>``; with
+    ``split_speakers`` dev and test are the two speaker halves of one subset."""
+    for name, subset in subsets.items():
+        if not (split_speakers and name in ("dev", "test")):
+            prepare_librispeech(corpus_dir / subset, ex.data / name)
+    if split_speakers:
+        split_by_speaker(corpus_dir / subsets["dev"], ex.data / "dev", ex.data / "test")
+
+
+def lm_vocabulary_words(lm_text: Path, size: int = 0) -> set[str]:
+    """The word types of an LM text (one sentence a line): all, or the ``size`` most frequent
+    (ties broken alphabetically)."""
+    from collections import Counter
+
+    from asr.lm import read_sentences
+    counts = Counter(w for sentence in read_sentences(lm_text) for w in sentence)
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    return set(words[:size] if size > 0 else words)
+
+
+def prepare_lang(ex: Experiment, lm_text: Path, cfg: LexiconConfig, train: str,
+                 eval_sets: list[str], vocab_size: int = 0,
+                 vocabulary: set[str] | None = None) -> Lexicon:
+    """The lexicon of the LM text's words (the ``vocab_size`` most frequent; 0: all) and the
+    training transcripts' words.
+
+    Words the dictionary lacks are reported, never dropped silently: in the training
+    transcripts they become ``<UNK>`` (spoken noise), in the LM text they are left to the
+    LM's ``<UNK>``, and each set's OOV report is written to ``exp/<corpus>/lang/``.
+    """
+    prons = load_pronunciations(cfg)
+    train_data = ex.data_dir(train)
+    words = ((lm_vocabulary_words(lm_text, vocab_size) if vocabulary is None else vocabulary)
+             | {w for ws in train_data.text.values() for w in ws})
+    lexicon, missing = build_lexicon(sorted(words), prons, cfg)
+    log.info("lexicon: %d words, %d phones; %d words of the LM text and training "
+             "transcripts have no pronunciation", len(lexicon.words), len(lexicon.phones),
+             len(missing))
+    write_lexicon(ex.data / "lang" / "lexicon.txt", lexicon)
+    lang = ex.exp / "lang"
+    write_text(lang / "missing_pronunciations.txt", "".join(f"{w}\n" for w in missing))
+    mapped, report = map_oov(train_data, lexicon.words, lang / f"oov_{train}.txt", cfg.unk_word)
+    if report.counts:
+        mapped.save(ex.data / train)
+    for name in eval_sets:
+        report = count_oov(ex.data_dir(name), lexicon.words)
+        write_text(lang / f"oov_{name}.txt",
+                   "".join(f"{w} {c}\n" for w, c in report.counts.most_common()))
+        log.info("%s", report.summary())
+    return lexicon
+
+
+def load_lexicon(ex: Experiment) -> Lexicon:
+    return Lexicon.load(ex.data / "lang" / "lexicon.txt")
+
+
+def lm_path(ex: Experiment, order: int) -> Path:
+    return ex.exp / "lm" / f"{order}gram.arpa"
+
+
+def train_lms(ex: Experiment, lm_text: Path, lexicon: Lexicon, cfg: LmConfig,
+              eval_sets: list[str]) -> dict:
+    """Train the decoding and rescoring LMs over the lexicon's words (others -> ``<UNK>``);
+    report n-gram counts, perplexity and OOV rate on each evaluation set's transcripts."""
+    from asr.lm import perplexity, train_kneser_ney, write_arpa
+
+    vocab = [w for w in lexicon.words if w != UNK]
+    info: dict = {"text": str(lm_text), "vocabulary": len(vocab), "models": {}}
+    for order, prune in ((cfg.order, cfg.prune), (cfg.rescore_order, 0.0)):
+        if order == 0 or str(order) in info["models"]:
+            continue
+        start = time.perf_counter()
+        lm = train_kneser_ney(lm_text, order, vocab=vocab, unk=UNK, prune=prune)
+        write_arpa(lm, lm_path(ex, order))
+        entry = {"ngrams": [int(len(k)) for k in lm.keys], "prune": prune,
+                 "seconds": round(time.perf_counter() - start, 1), "sets": {}}
+        for name in eval_sets:
+            text = list(ex.data_dir(name).text.values())
+            ppl = perplexity(lm, text, unk=False, unk_word=UNK)
+            entry["sets"][name] = {"perplexity": round(ppl.perplexity, 1),
+                                   "oov_rate": round(100.0 * ppl.oovs / max(ppl.words, 1), 2),
+                                   "words": ppl.words, "oovs": ppl.oovs}
+            log.info("%d-gram on %s: perplexity %.1f, OOV %.2f%%", order, name,
+                     ppl.perplexity, entry["sets"][name]["oov_rate"])
+        info["models"][str(order)] = entry
+    write_json(ex.exp / "lm" / "lm.json", info)
+    return info
+
+
+# ----------------------------------------------------------------------------- graphs
+
+def _build_graph(system_dir: str, cfg: dict, cache: str) -> dict:
+    """Child process: build (or read) one system's HCLG; its size, seconds, peak memory."""
+    from asr.system import AsrSystem
+
+    start = time.perf_counter()
+    graph = AsrSystem.load(system_dir).graph(DecoderConfig(**cfg), cache=Path(cache))
+    return {"states": graph.fst.num_states, "arcs": graph.fst.num_arcs,
+            "seconds": round(time.perf_counter() - start, 1),
+            "peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def build_graph(ex: Experiment, system: str, cfg: DecoderConfig) -> dict:
+    """Build ``system``'s HCLG into the graph cache in a fresh process (so that its time and
+    peak resident memory are the build's own) and record them in ``<system>/graph.json``."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        info = pool.submit(_build_graph, str(ex.system_dir(system)), dataclasses.asdict(cfg),
+                           str(ex.graph_cache)).result()
+    info["grammar"] = cfg.grammar
+    write_json(ex.system_dir(system) / "graph.json", info)
+    log.info("%s graph: %d states, %d arcs, %.1f s, %d MiB peak", system, info["states"],
+             info["arcs"], info["seconds"], info["peak_mib"])
+    return info
+
+
+# ----------------------------------------------------------------------------- decoding
+
+@dataclass
+class LatticeSet:
+    """The lattices of one decoded set and what decoding them cost."""
+
+    lattices: dict                 # utt -> asr.decoder.lattice.Lattice
+    words: list[str]               # the graph's word symbols
+    seconds: float                 # search + acoustic scoring
+    frames: int
+
+
+def decode_lattices(ex: Experiment, system: str, names: list[str], cfg: DecoderConfig,
+                    features: Experiment | None = None) -> dict[str, LatticeSet]:
+    """Decode sets into lattices with ``system`` (its graph read once, from the cache)."""
+    model = ex.load_system(system)
+    graph = model.graph(cfg, cache=ex.graph_cache)
+    decoder = Decoder(graph, cfg)
+    out = {}
+    for name in names:
+        feats = (features or ex).load_features(name, model.features)
+        lattices, frames = {}, 0
+        start = time.perf_counter()
+        for utt in tqdm(sorted(feats), desc=f"decode {name}", disable=not ex.progress,
+                        leave=False):
+            scores = model.model.log_likelihoods(feats[utt])
+            _, lattices[utt] = decoder.search.decode_lattice(scores)
+            frames += len(feats[utt])
+        out[name] = LatticeSet(lattices, graph.words, time.perf_counter() - start, frames)
+    return out
+
+
+def rescore_lattices(lattices: LatticeSet, old_arpa: Path, new_arpa: Path) -> LatticeSet:
+    """The same lattices with the decoding LM's scores replaced by another LM's."""
+    from asr.decoder.lattice import rescore
+    from asr.lm import read_arpa
+
+    old, new = read_arpa(old_arpa), read_arpa(new_arpa)
+    start = time.perf_counter()
+    out = {utt: rescore(lat, old, new, words=lattices.words)
+           for utt, lat in lattices.lattices.items()}
+    return LatticeSet(out, lattices.words, time.perf_counter() - start, lattices.frames)
+
+
+def best_paths(lattices: LatticeSet, lm_weight: float, word_penalty: float
+               ) -> dict[str, list[str]]:
+    from asr.decoder.lattice import best_path
+
+    hyps = {}
+    for utt, lat in lattices.lattices.items():
+        ids, _ = best_path(lat, acoustic_scale=1.0 / lm_weight, word_penalty=word_penalty)
+        hyps[utt] = [lattices.words[w] for w in ids]
+    return hyps
+
+
+def _weights(lm_weight: float, word_penalty: float) -> str:
+    return f"{lm_weight:g}_{word_penalty:g}"
+
+
+def score_sweep(lattices: LatticeSet, refs: dict[str, list[str]], sweep: SweepConfig,
+                out_dir: Path, name: str, chosen: tuple[float, float] | None = None
+                ) -> tuple[WerResult, tuple[float, float]]:
+    """Score every (LMWT, WIP) of the sweep into ``out_dir/wer_<LMWT>_<WIP>``; the result
+    at ``chosen`` (a dev set's choice) or, when None, at the best of this set (dev)."""
+    results, hyps_of = {}, {}
+    for lmwt in sweep.lm_weights:
+        for wip in sweep.word_penalties:
+            hyps_of[lmwt, wip] = best_paths(lattices, lmwt, wip)
+            results[lmwt, wip] = compute_wer(refs, hyps_of[lmwt, wip], name=name)
+    if chosen is None:      # fewest errors; ties go to the weights listed first
+        chosen = min(results, key=lambda k: results[k].errors)
+    if chosen not in results:
+        hyps_of[chosen] = best_paths(lattices, *chosen)
+        results[chosen] = compute_wer(refs, hyps_of[chosen], name=name)
+    result, hyps = results[chosen], hyps_of[chosen]
+    audio = lattices.frames * FRAME_SHIFT_S
+    with atomic_dir(out_dir) as tmp:
+        for (lmwt, wip), r in sorted(results.items()):
+            write_text(tmp / f"wer_{_weights(lmwt, wip)}", r.line() + "\n")
+        write_text_file(tmp / "hyp.txt", hyps)
+        write_details(tmp / "per_utt", per_utterance(refs, hyps))
+        write_text(tmp / "wer", result.line() + "\n")
+        write_json(tmp / "choice.json", {"lm_weight": chosen[0], "word_penalty": chosen[1]})
+        write_text(tmp / "timing", f"decode_seconds {lattices.seconds:.3f}\n"
+                                   f"frames {lattices.frames}\n"
+                                   f"real_time_factor {lattices.seconds / audio:.4f}\n")
+    log.info("%s (LMWT %g, WIP %g)", result.line(), *chosen)
+    return result, chosen
+
+
+def decode_dev_test(ex: Experiment, system: str, cfg: DecoderConfig, sweep: SweepConfig,
+                    dev: str, test: str, features: Experiment | None = None,
+                    rescore: tuple[Path, Path] | None = None) -> dict[str, dict]:
+    """Decode dev and test with ``system``; choose the weights on dev, report test there.
+
+    With ``rescore`` = (decoding ARPA, rescoring ARPA) the lattices are also rescored, as
+    the row ``<system>_<n>gram``. Returns row name -> {"dev"/"test": WerResult, "weights",
+    "rtf": test's real-time factor}.
+    """
+    rows: dict[str, dict] = {}
+    decoded = decode_lattices(ex, system, [dev, test], cfg, features)
+    variants = {system: decoded}
+    if rescore is not None:
+        order = rescore[1].stem.split("gram")[0]
+        variants[f"{system}_{order}gram"] = {s: rescore_lattices(lat, *rescore)
+                                            for s, lat in decoded.items()}
+    for row, sets in variants.items():
+        refs = {s: {u: ex.data_dir(s).text[u] for u in sets[s].lattices} for s in sets}
+        suffix = row[len(system):]
+        out = {s: ex.system_dir(system) / f"decode_{s}{suffix}" for s in sets}
+        dev_result, chosen = score_sweep(sets[dev], refs[dev], sweep, out[dev], str(out[dev]))
+        test_result, _ = score_sweep(sets[test], refs[test], sweep, out[test], str(out[test]),
+                                     chosen)
+        audio = decoded[test].frames * FRAME_SHIFT_S
+        rows[row] = {"dev": dev_result, "test": test_result, "weights": chosen,
+                     "rtf": decoded[test].seconds / audio,
+                     "rescore_rtf": (sets[test].seconds / audio) if suffix else None}
+    return rows
+
+
+
+
+# --------------------------------------------------------------- published LMs, speaker split
+
+def split_by_speaker(subset_dir: Path, first: Path, second: Path) -> tuple[DataDir, DataDir]:
+    """Split one LibriSpeech-layout subset into two data directories by speaker.
+
+    The speakers, sorted as text (``spk2utt`` order), alternate: the 1st, 3rd, ... go to
+    ``first`` (dev), the 2nd, 4th, ... to ``second`` (test), so no speaker is in both.
+    """
+    from asr.data.librispeech import read_librispeech
+    from asr.errors import DataError
+
+    data = read_librispeech(subset_dir)
+    speakers = sorted(data.spk2utt)
+    if len(speakers) < 2:
+        raise DataError(subset_dir, f"has {len(speakers)} speaker; splitting it into dev and "
+                                    "test by speaker needs at least 2")
+    parts = []
+    for out, group in ((first, speakers[0::2]), (second, speakers[1::2])):
+        part = data.subset(u for spk in group for u in data.spk2utt[spk])
+        part.save(out)
+        parts.append(part)
+    log.info("%s split by speaker: %d speakers to %s, %d to %s", subset_dir,
+             len(speakers[0::2]), first, len(speakers[1::2]), second)
+    return parts[0], parts[1]
+
+
+def arpa_counts(path: Path) -> list[int]:
+    """The n-gram counts an ARPA file's ``\\data\\`` header announces (plain text)."""
+    from asr.errors import DataError
+
+    counts, started = [], False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line == "\\data\\":
+                started = True
+            elif started and line.startswith("ngram "):
+                counts.append(int(line.split("=", 1)[1]))
+            elif started and line:
+                break
+    if not counts:
+        raise DataError(path, "no \\data\\ header with 'ngram N=count' lines: not an ARPA file")
+    return counts
+
+
+def arpa_words(path: Path, size: int = 0) -> set[str]:
+    """An ARPA file's unigram words (``<s>``, ``</s>``, ``<unk>`` left out): all, or the
+    ``size`` most probable (ties broken alphabetically)."""
+    scored, inside = [], False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line == "\\1-grams:":
+                inside = True
+            elif inside and line.startswith("\\"):
+                break
+            elif inside and line:
+                fields = line.split()
+                if fields[1] not in ("<s>", "</s>") and fields[1].lower() != "<unk>":
+                    scored.append((-float(fields[0]), fields[1]))
+    scored.sort()
+    return {w for _, w in (scored[:size] if size > 0 else scored)}
+
+
+def unpack_arpa(source: Path, dest: Path, order: int) -> Path:
+    """Copy an ARPA LM (gzip-decompressed when it ends in ``.gz``) to ``dest`` and check that
+    its order is ``order`` (the settings' ``lm.order`` or ``lm.rescore_order``)."""
+    import gzip
+    import shutil
+
+    from asr.errors import DataError
+    from asr.fileio import atomic_file
+
+    if not source.is_file():
+        raise DataError(source, "ARPA LM not found; expected the file the settings name, "
+                                "relative to the corpus folder")
+    opener = gzip.open if source.suffix == ".gz" else open
+    try:
+        with opener(source, "rb") as src, atomic_file(dest) as tmp, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except (OSError, EOFError) as exc:
+        raise DataError(source, f"cannot read the ARPA LM: {exc}") from None
+    counts = arpa_counts(dest)
+    if len(counts) != order:
+        raise DataError(source, f"is a {len(counts)}-gram LM; the settings give order {order}")
+    return dest
+
+
+def prepare_arpa_lang(ex: Experiment, corpus_dir: Path, s: "LvcsrSettings",
+                      eval_sets: list[str]) -> Lexicon:
+    """The lang stage with a published LM: ``s.lm_arpa`` (and ``s.rescore_arpa``) unpacked to
+    ``exp/<corpus>/lm/<n>gram.arpa``, the lexicon of its unigram words (the ``vocab_size``
+    most probable; 0: all) and the training words, pronounced by ``s.lexicon.source``
+    (``cmudict`` or a file relative to the corpus folder); OOVs reported as
+    :func:`prepare_lang` does. G keeps the n-grams whose words the lexicon has (arpa2fst
+    skips the others, as Kaldi's ``format_lm.sh`` does). ``lm.json`` holds each LM's
+    n-gram counts and its perplexity and OOV rate on the evaluation sets.
+    """
+    from asr.lm import perplexity, read_arpa
+    from asr.pronunciations import CMUDICT
+
+    cfg = s.lexicon
+    if cfg.source != CMUDICT and not Path(cfg.source).is_absolute():
+        cfg = dataclasses.replace(cfg, source=str(corpus_dir / cfg.source))
+    g = unpack_arpa(corpus_dir / s.lm_arpa, lm_path(ex, s.lm.order), s.lm.order)
+    lexicon = prepare_lang(ex, g, cfg, "train", eval_sets,
+                           vocabulary=arpa_words(g, s.vocab_size))
+    lms = {s.lm.order: (s.lm_arpa, g)}
+    if s.rescore_arpa:
+        lms[s.lm.rescore_order] = (s.rescore_arpa, unpack_arpa(
+            corpus_dir / s.rescore_arpa, lm_path(ex, s.lm.rescore_order), s.lm.rescore_order))
+    info: dict = {"text": None, "vocabulary": len(lexicon.words), "models": {},
+                  "description": "Published LMs: " + ", ".join(
+                      f"`{name}` ({order}-gram)" for order, (name, _) in lms.items())
+                  + f"; G keeps the n-grams over the lexicon's {len(lexicon.words):,} words."}
+    for order, (name, path) in lms.items():
+        lm = read_arpa(path)
+        entry = {"source": name, "ngrams": arpa_counts(path), "prune": None, "seconds": 0.0,
+                 "sets": {}}
+        for set_name in eval_sets:
+            ppl = perplexity(lm, list(ex.data_dir(set_name).text.values()), unk=False,
+                             unk_word=UNK)
+            entry["sets"][set_name] = {"perplexity": round(ppl.perplexity, 1),
+                                       "oov_rate": round(100.0 * ppl.oovs / max(ppl.words, 1), 2),
+                                       "words": ppl.words, "oovs": ppl.oovs}
+            log.info("%s on %s: perplexity %.1f, OOV %.2f%%", name, set_name, ppl.perplexity,
+                     entry["sets"][set_name]["oov_rate"])
+        info["models"][str(order)] = entry
+    write_json(ex.exp / "lm" / "lm.json", info)
+    return lexicon
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+@dataclass
+class LvcsrSettings:
+    """Settings of a LibriSpeech-layout recipe (its ``settings.toml`` sets them)."""
+
+    seed: int = 0
+    train: str = "train"            # subset folders under the corpus folder
+    dev: str = "dev"
+    test: str = "test"
+    lm_text: str = "lm-norm.txt"    # LM training text, relative to the corpus folder
+    vocab_size: int = 0             # lexicon: the most frequent LM-text words (0: all) + train
+    lm_arpa: str = ""               # a published ARPA LM (.arpa/.arpa.gz, relative to the corpus
+                                    # folder) as G instead of one trained on lm_text ("": train)
+    rescore_arpa: str = ""          # with lm_arpa: the ARPA LM that rescores lattices ("": none)
+    split_speakers: bool = False    # dev and test name one subset, split by speaker (alternate)
+    systems: list[str] = field(default_factory=lambda: ["mono", "tri", "dnn"])
+    lexicon: LexiconConfig = field(default_factory=LexiconConfig)
+    lm: LmConfig = field(default_factory=LmConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    hmm: HmmConfig = field(default_factory=HmmConfig)
+    mono: GmmTrainConfig = field(default_factory=GmmTrainConfig)
+    tri: GmmTrainConfig = field(default_factory=lambda: GmmTrainConfig(
+        num_leaves=2000, max_gaussians=10000, num_iters=35, mixup_iters=25,
+        realign_iters=[10, 20, 30]))
+    dnn_features: FeatureConfig = field(default_factory=lambda: FeatureConfig(
+        kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
+    dnn: NnetConfig = field(default_factory=NnetConfig)
+    decode: DecoderConfig = field(default_factory=lambda: DecoderConfig(
+        beam=13.0, max_active=7000, lattice_beam=6.0))
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.systems) - {"mono", "tri", "dnn"})
+        if unknown or "mono" not in self.systems:
+            raise ValueError(f"systems must include 'mono' and be among mono, tri, dnn; got "
+                             f"{self.systems}")
+        if "dnn" in self.systems and "tri" not in self.systems:
+            raise ValueError("the hybrid trains on the triphone system's alignments: "
+                             "systems with 'dnn' need 'tri'")
+        if self.split_speakers != (self.dev == self.test):
+            raise ValueError("dev and test must be different subsets, or one subset with "
+                             "split_speakers = true (tuning on the test set is not allowed)")
+        if self.rescore_arpa and not self.lm_arpa:
+            raise ValueError("rescore_arpa needs lm_arpa (a trained G rescores with "
+                             "lm.rescore_order)")
+        if self.lm_arpa and bool(self.rescore_arpa) != bool(self.lm.rescore_order):
+            raise ValueError("with lm_arpa, set rescore_arpa and lm.rescore_order (its order) "
+                             "together, or neither (no rescoring)")
+
+
+def run_lvcsr(corpus: str, description: str, settings_file: Path,
+              find_corpus: Callable[[Path | None, Path], Path], argv: list[str],
+              notes: Callable[[LvcsrSettings], str]) -> int:
+    """The whole recipe of a LibriSpeech-layout corpus; ``find_corpus(--corpus, download
+    folder)`` returns the folder holding the subsets and the LM text, ``notes(settings)``
+    the corpus's paragraph of RESULTS.md.
+
+    Stages: 0 data, 1 lang + LMs, 2 features, 3 monophone, 4 triphone, 5 hybrid,
+    6 graphs, 7 decode (lattices, dev-chosen weights, rescoring), 8 results.
+    """
+    from asr.gmm.systems import align_utterances, train_monophone, train_triphone
+    from asr.nnet import pdf_targets, train_hybrid
+    from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_record, run_stages,
+                            seed_everything, setup_logging, write_settings)
+
+    args = recipe_arguments(description, settings_file).parse_args(argv)
+    s = resolve_settings(args, LvcsrSettings)
+    run = run_record(corpus, argv, s)
+    seed_everything(s.seed)
+    ex = Experiment(corpus, args.data, args.exp, args.results, s.features,
+                    progress=not args.no_progress, skip_bad=args.skip_bad_utts)
+    ex_dnn = ex.with_features(s.dnn_features, "feats_dnn")
+    setup_logging(ex.exp / "run.log")
+    write_settings(ex.exp, s)
+    sets = {"train": s.train, "dev": s.dev, "test": s.test}
+    root: list[Path] = []
+    gmms = [name for name in ("mono", "tri") if name in s.systems]
+
+    def check():
+        root.append(find_corpus(args.corpus, args.data / "downloads"))
+
+    def data():
+        prepare_subsets(root[0], sets, ex, s.split_speakers)
+
+    def lang():
+        if s.lm_arpa:           # a published LM: the vocabulary and G come from it
+            prepare_arpa_lang(ex, root[0], s, ["dev", "test"])
+            return
+        lexicon = prepare_lang(ex, root[0] / s.lm_text, s.lexicon, "train", ["dev", "test"],
+                               s.vocab_size)
+        train_lms(ex, root[0] / s.lm_text, lexicon, s.lm, ["dev", "test"])
+
+    def features():
+        for name in sets:
+            ex.make_features(name)
+            if "dnn" in s.systems:
+                ex_dnn.make_features(name)
+
+    def mono():
+        lexicon = load_lexicon(ex)
+        utts = ex.utterances("train", vocabulary=lexicon.words)
+        system, _ = train_monophone(utts, lexicon, s.features, s.hmm, s.mono, s.decode,
+                                    progress=ex.progress)
+        system.save(ex.system_dir("mono"))
+
+    def tri():
+        if "tri" in s.systems:
+            system, _ = train_triphone(ex.utterances("train"), ex.load_system("mono"), s.tri,
+                                       s.decode, progress=ex.progress)
+            system.save(ex.system_dir("tri"))
+
+    def dnn():
+        if "dnn" in s.systems:
+            gmm = ex.load_system("tri")
+            targets = pdf_targets(align_utterances(gmm, ex.utterances("train")))
+            train_hybrid(ex_dnn.utterances("train"), targets, gmm, s.dnn_features, s.dnn,
+                         ex.system_dir("dnn_train"), ex.progress).save(ex.system_dir("dnn"))
+
+    def graphs():
+        for name in gmms:      # the hybrid shares the triphone's tree, so its graph
+            build_graph(ex, name, _decode_cfg(ex, s))
+
+    def decode():
+        cfg = _decode_cfg(ex, s)
+        rescore = ((lm_path(ex, s.lm.order), lm_path(ex, s.lm.rescore_order))
+                   if s.lm.rescore_order else None)
+        summary = {}
+        for name in s.systems:
+            rows = decode_dev_test(ex, name, cfg, s.sweep, "dev", "test",
+                                   ex_dnn if name == "dnn" else None, rescore)
+            for row, r in rows.items():
+                ex.record(row, {"dev": r["dev"], "test": r["test"]}, run)
+                summary[row] = {"lm_weight": r["weights"][0], "word_penalty": r["weights"][1],
+                                "rtf": round(r["rtf"], 4),
+                                "rescore_rtf": None if r["rescore_rtf"] is None
+                                else round(r["rescore_rtf"], 4)}
+        write_json(ex.exp / "decode_summary.json", summary)
+
+    def results():
+        write_lvcsr_results(ex, s, gmms, notes(s))
+
+    stages = [Stage(0, "data", data, check=check), Stage(1, "lang", lang),
+              Stage(2, "features", features), Stage(3, "train_mono", mono),
+              Stage(4, "train_tri", tri), Stage(5, "train_dnn", dnn), Stage(6, "graphs", graphs),
+              Stage(7, "decode", decode), Stage(8, "results", results)]
+    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
+               clean=[ex.data, ex.results])
+    return 0
+
+
+def _decode_cfg(ex: Experiment, s: LvcsrSettings) -> DecoderConfig:
+    """The decode settings with G = the decoding LM."""
+    return dataclasses.replace(s.decode, grammar=str(lm_path(ex, s.lm.order).resolve()))
+
+
+def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes: str) -> None:
+    """RESULTS.md: WER table (dev, test), then the LMs, graphs, chosen weights and speed."""
+    from asr.results import write_results_md
+
+    lm = json.loads((ex.exp / "lm" / "lm.json").read_text(encoding="utf-8"))
+    lines = ["## Language models", "",
+             lm.get("description") or
+             f"Interpolated modified Kneser-Ney (`asr.lm`) on `{s.lm_text}` over the "
+             f"lexicon's {lm['vocabulary']:,} words (others `<UNK>`).", "",
+             "| order | n-grams | dev perplexity | dev OOV % | test perplexity | test OOV % |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for order, entry in lm["models"].items():
+        d, t = entry["sets"]["dev"], entry["sets"]["test"]
+        lines.append(f"| {order}-gram | {' / '.join(f'{n:,}' for n in entry['ngrams'])} | "
+                     f"{d['perplexity']} | {d['oov_rate']} | {t['perplexity']} | "
+                     f"{t['oov_rate']} |")
+    lines += ["", "## Decoding graphs (HCLG, trigram G)", "",
+              "| system tree | states | arcs | build s | peak MiB |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name in gmms:
+        g = json.loads((ex.system_dir(name) / "graph.json").read_text(encoding="utf-8"))
+        lines.append(f"| {name} | {g['states']:,} | {g['arcs']:,} | {g['seconds']} | "
+                     f"{g['peak_mib']:,} |")
+    summary = json.loads((ex.exp / "decode_summary.json").read_text(encoding="utf-8"))
+    lines += ["", "## Chosen weights and speed", "",
+              "LMWT (1 / acoustic scale) and word insertion penalty are chosen by the fewest "
+              "errors on dev over the sweep "
+              f"(LMWT {', '.join(f'{w:g}' for w in s.sweep.lm_weights)}; WIP "
+              f"{', '.join(f'{w:g}' for w in s.sweep.word_penalties)}); test is scored at "
+              "dev's choice. Real-time factor: decoding test into lattices (acoustic scoring "
+              "included) over test's audio, one process; rescoring rows add the rescoring "
+              "time.", "",
+              "| system | LMWT | WIP | real-time factor | rescoring RTF |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for row, r in summary.items():
+        rescoring = "" if r["rescore_rtf"] is None else f"{r['rescore_rtf']:.4f}"
+        lines.append(f"| {row} | {r['lm_weight']:g} | {r['word_penalty']:g} | "
+                     f"{r['rtf']:.4f} | {rescoring} |")
+    rows = [n for name in s.systems for n in summary if n == name or n.startswith(name + "_")]
+    write_results_md(ex.results / "results.json", ex.results / "RESULTS.md",
+                     f"{ex.corpus}: word error rates", system_order=rows,
+                     test_set_order=["dev", "test"], notes=notes,
+                     sections=["\n".join(lines)])
+
+
+__all__ = ["LatticeSet", "LmConfig", "LvcsrSettings", "SweepConfig", "arpa_counts", "arpa_words",
+           "build_graph", "decode_dev_test", "decode_lattices", "lm_path", "load_lexicon",
+           "prepare_arpa_lang", "prepare_lang", "prepare_subsets", "rescore_lattices",
+           "run_lvcsr", "score_sweep", "split_by_speaker", "train_lms", "unpack_arpa",
+           "write_lvcsr_results"]
