@@ -1,0 +1,80 @@
+"""A reduced sotu run end to end: 3 speakers per subset, a 300-word trigram, small models.
+
+Checks the large-vocabulary chain's plumbing on real (synthetic-voice) audio: lexicon and
+OOV reports, LMs with perplexity, HCLG per tree, lattices, the dev-chosen weights applied
+to test, 4-gram rescoring, and the generated RESULTS.md.
+"""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from asr.results import load_results
+from conftest import load_recipe
+
+SYNTH_SOTU = Path(__file__).resolve().parents[2] / "shared" / "tools" / "synth-sotu"
+REDUCED = ["--set", "vocab_size=300", "--set", "mono.num_iters=8",
+           "--set", "mono.realign_iters=[1,2,3,5]", "--set", "mono.mixup_iters=6",
+           "--set", "mono.max_gaussians=300", "--set", "tri.num_leaves=150",
+           "--set", "tri.max_gaussians=600", "--set", "tri.num_iters=6",
+           "--set", "tri.mixup_iters=4", "--set", "tri.realign_iters=[3]",
+           "--set", "dnn.epochs=1", "--set", "dnn.hidden_dim=128", "--set", "dnn.num_layers=2",
+           "--set", "sweep.lm_weights=[8.0,12.0,16.0]", "--set", "sweep.word_penalties=[0.0,1.0]"]
+
+
+@pytest.fixture(scope="module")
+def sotu_run(tmp_path_factory):
+    if not SYNTH_SOTU.is_file() or not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("needs espeak-ng and sox (apt-get install -y espeak-ng sox) and "
+                    "shared/tools/synth-sotu")
+    corpus = tmp_path_factory.mktemp("sotu_corpus")
+    subprocess.run([str(SYNTH_SOTU), str(corpus), "--max-speakers", "3"], check=True,
+                   capture_output=True, timeout=300)
+    root = tmp_path_factory.mktemp("sotu_run")
+    args = ["--corpus", str(corpus), "--data", str(root / "data"), "--exp", str(root / "exp"),
+            "--results", str(root / "results"), "--no-progress", *REDUCED]
+    assert load_recipe("sotu").main(args) == 0
+    return root
+
+
+def test_every_system_has_dev_and_test_rows_with_rescoring(sotu_run):
+    results = load_results(sotu_run / "results/sotu/results.json")
+    assert set(results) == {"mono", "tri", "dnn", "mono_4gram", "tri_4gram", "dnn_4gram"}
+    for row in results.values():
+        assert set(row) == {"dev", "test"}
+        assert all(r.words > 1000 for r in row.values())       # 75 sentences per set
+    # trained on 120 sentences, the monophone still gets most dev words right
+    assert results["mono"]["dev"].wer < 60.0, results["mono"]["dev"].line()
+
+
+def test_test_is_scored_at_the_weights_dev_chose(sotu_run):
+    exp = sotu_run / "exp/sotu"
+    for system in ("mono", "tri", "dnn"):
+        for suffix in ("", "_4gram"):
+            dev = json.loads((exp / system / f"decode_dev{suffix}/choice.json").read_text())
+            test = json.loads((exp / system / f"decode_test{suffix}/choice.json").read_text())
+            assert dev == test
+            sweep = sorted((exp / system / f"decode_dev{suffix}").glob("wer_*_*"))
+            assert len(sweep) == 6
+            best = min(int(p.read_text().split()[3]) for p in sweep)  # errors at each weight
+            chosen = (exp / system / f"decode_dev{suffix}" /
+                      f"wer_{dev['lm_weight']:g}_{dev['word_penalty']:g}").read_text()
+            assert int(chosen.split()[3]) == best
+
+
+def test_lang_lm_and_graph_reports(sotu_run):
+    exp = sotu_run / "exp/sotu"
+    lm = json.loads((exp / "lm/lm.json").read_text())
+    assert set(lm["models"]) == {"3", "4"}
+    for entry in lm["models"].values():
+        for name in ("dev", "test"):
+            assert 1.0 < entry["sets"][name]["perplexity"] < 2000.0
+            assert 0.0 < entry["sets"][name]["oov_rate"] < 50.0    # a 300-word vocabulary
+    assert (exp / "lang/oov_dev.txt").read_text().strip()
+    for system in ("mono", "tri"):
+        graph = json.loads((exp / system / "graph.json").read_text())
+        assert graph["states"] > 1000 and graph["arcs"] > graph["states"]
+    text = (sotu_run / "results/sotu/RESULTS.md").read_text()
+    assert "synthetic" in text and "%WER" in text and "Decoding graphs" in text
