@@ -490,6 +490,11 @@ class LvcsrSettings:
     decode: DecoderConfig = field(default_factory=lambda: DecoderConfig(
         beam=13.0, max_active=7000, lattice_beam=6.0))
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    # The hybrid's scores (log posterior - log prior) span a narrower range per frame than a
+    # GMM's log-likelihoods: its search runs at its own acoustic scale, its sweep at lower LMWT.
+    dnn_acoustic_scale: float = 0.25
+    dnn_sweep: SweepConfig = field(default_factory=lambda: SweepConfig(
+        lm_weights=[2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0]))
 
     def __post_init__(self):
         unknown = sorted(set(self.systems) - {"mono", "tri", "dnn"})
@@ -588,8 +593,11 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                    if s.lm.rescore_order else None)
         summary = {}
         for name in s.systems:
-            rows = decode_dev_test(ex, name, cfg, s.sweep, "dev", "test",
-                                   ex_dnn if name == "dnn" else None, rescore)
+            hybrid = name == "dnn"
+            rows = decode_dev_test(
+                ex, name, dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
+                if hybrid else cfg, s.dnn_sweep if hybrid else s.sweep, "dev", "test",
+                ex_dnn if hybrid else None, rescore)
             for row, r in rows.items():
                 ex.record(row, {"dev": r["dev"], "test": r["test"]}, run)
                 summary[row] = {"lm_weight": r["weights"][0], "word_penalty": r["weights"][1],
@@ -641,8 +649,11 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
     lines += ["", "## Chosen weights and speed", "",
               "LMWT (1 / acoustic scale) and word insertion penalty are chosen by the fewest "
               "errors on dev over the sweep "
-              f"(LMWT {', '.join(f'{w:g}' for w in s.sweep.lm_weights)}; WIP "
-              f"{', '.join(f'{w:g}' for w in s.sweep.word_penalties)}); test is scored at "
+              f"(GMMs: LMWT {', '.join(f'{w:g}' for w in s.sweep.lm_weights)}, decoded at "
+              f"acoustic scale {s.decode.acoustic_scale:g}; hybrid: LMWT "
+              f"{', '.join(f'{w:g}' for w in s.dnn_sweep.lm_weights)}, decoded at "
+              f"{s.dnn_acoustic_scale:g}; WIP {', '.join(f'{w:g}' for w in s.sweep.word_penalties)}"
+              "); test is scored at "
               "dev's choice. Real-time factor: decoding test into lattices (acoustic scoring "
               "included) over test's audio, one process; rescoring rows add the rescoring "
               "time.", "",

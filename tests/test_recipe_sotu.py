@@ -21,7 +21,8 @@ REDUCED = ["--set", "vocab_size=300", "--set", "mono.num_iters=8",
            "--set", "tri.max_gaussians=600", "--set", "tri.num_iters=6",
            "--set", "tri.mixup_iters=4", "--set", "tri.realign_iters=[3]",
            "--set", "dnn.epochs=1", "--set", "dnn.hidden_dim=128", "--set", "dnn.num_layers=2",
-           "--set", "sweep.lm_weights=[8.0,12.0,16.0]", "--set", "sweep.word_penalties=[0.0,1.0]"]
+           "--set", "sweep.lm_weights=[8.0,12.0,16.0]", "--set", "sweep.word_penalties=[0.0,1.0]",
+           "--set", "dnn_sweep.lm_weights=[3.0,4.0,6.0]", "--set", "dnn_sweep.word_penalties=[0.0,1.0]"]
 
 
 @pytest.fixture(scope="module")
