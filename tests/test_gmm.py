@@ -98,3 +98,28 @@ def test_save_load_gives_identical_scores(tmp_path):
     again = GmmAcousticModel.load(tmp_path)
     x = np.random.default_rng(4).normal(size=(5, 4))
     np.testing.assert_array_equal(model.log_likelihoods(x), again.log_likelihoods(x))
+
+
+def test_statistics_of_one_gaussian_pdfs_equal_the_posterior_weighted_sums():
+    """The sparse path for one-Gaussian pdfs gives what weighting every frame gives."""
+    from asr.gmm.diag_gmm import DiagGmm
+    from asr.gmm.stats import GmmStats
+
+    rng = np.random.default_rng(0)
+    gauss_pdf = np.array([0, 1, 2, 3, 3, 3])           # pdfs 0-2: one Gaussian; pdf 3: three
+    gmm = DiagGmm(rng.normal(size=(6, 4)), rng.uniform(0.5, 2.0, size=(6, 4)),
+                  np.log([1, 1, 1, 0.2, 0.3, 0.5]), gauss_pdf, 4)
+    feats = rng.normal(size=(200, 4)).astype(np.float32)
+    frames, pdfs, weights = rng.integers(0, 200, 900), rng.integers(0, 4, 900), rng.random(900)
+    stats = GmmStats(6, 4)
+    stats.accumulate(gmm, feats, frames, pdfs, weights)
+    x = feats.astype(np.float64)
+    for p in range(3):
+        k = pdfs == p
+        assert stats.occ[p] == pytest.approx(weights[k].sum())
+        np.testing.assert_allclose(stats.first[p], weights[k] @ x[frames[k]], rtol=1e-12)
+        np.testing.assert_allclose(stats.second[p], weights[k] @ x[frames[k]] ** 2, rtol=1e-12)
+    expected = sum(w * gmm.log_likelihoods(x[f:f + 1])[0, p]
+                   for f, p, w in zip(frames, pdfs, weights))
+    assert stats.log_likelihood == pytest.approx(expected, rel=1e-5)
+    assert stats.frames == pytest.approx(weights.sum())
