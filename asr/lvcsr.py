@@ -639,7 +639,7 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
         lines.append(f"| {order}-gram | {' / '.join(f'{n:,}' for n in entry['ngrams'])} | "
                      f"{d['perplexity']} | {d['oov_rate']} | {t['perplexity']} | "
                      f"{t['oov_rate']} |")
-    lines += ["", "## Decoding graphs (HCLG, trigram G)", "",
+    lines += ["", f"## Decoding graphs (HCLG, {s.lm.order}-gram G)", "",
               "| system tree | states | arcs | build s | peak MiB |", "| --- | ---: | ---: | ---: | ---: |"]
     for name in gmms:
         g = json.loads((ex.system_dir(name) / "graph.json").read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""A reduced sotu run end to end: 3 speakers per subset, a 300-word trigram, small models.
+"""A reduced sotu run end to end: 3 speakers per subset, a 200-word bigram, small models.
 
 Checks the large-vocabulary chain's plumbing on real (synthetic-voice) audio: lexicon and
 OOV reports, LMs with perplexity, HCLG per tree, lattices, the dev-chosen weights applied
@@ -15,12 +15,14 @@ from asr.results import load_results
 from conftest import load_recipe
 
 SYNTH_SOTU = Path(__file__).resolve().parents[2] / "shared" / "tools" / "synth-sotu"
-REDUCED = ["--set", "vocab_size=300", "--set", "mono.num_iters=8",
-           "--set", "mono.realign_iters=[1,2,3,5]", "--set", "mono.mixup_iters=6",
-           "--set", "mono.max_gaussians=300", "--set", "tri.num_leaves=150",
-           "--set", "tri.max_gaussians=600", "--set", "tri.num_iters=6",
-           "--set", "tri.mixup_iters=4", "--set", "tri.realign_iters=[3]",
-           "--set", "dnn.epochs=1", "--set", "dnn.hidden_dim=128", "--set", "dnn.num_layers=2",
+REDUCED = ["--set", "vocab_size=200", "--set", "lm.order=2", "--set", "lm.rescore_order=3",
+           "--set", "mono.num_iters=8", "--set", "mono.realign_iters=[1,2,3,5]",
+           "--set", "mono.mixup_iters=6", "--set", "mono.max_gaussians=300",
+           "--set", "tri.num_leaves=150", "--set", "tri.max_gaussians=600",
+           "--set", "tri.num_iters=6", "--set", "tri.mixup_iters=4", "--set", "tri.realign_iters=[3]",
+           "--set", "dnn.epochs=2", "--set", "dnn.hidden_dim=128", "--set", "dnn.num_layers=2",
+           "--set", "decode.beam=10.0", "--set", "decode.max_active=1000",
+           "--set", "decode.lattice_beam=4.0",
            "--set", "sweep.lm_weights=[8.0,12.0,16.0]", "--set", "sweep.word_penalties=[0.0,1.0]",
            "--set", "dnn_sweep.lm_weights=[3.0,4.0,6.0]", "--set", "dnn_sweep.word_penalties=[0.0,1.0]"]
 
@@ -42,18 +44,20 @@ def sotu_run(tmp_path_factory):
 
 def test_every_system_has_dev_and_test_rows_with_rescoring(sotu_run):
     results = load_results(sotu_run / "results/sotu/results.json")
-    assert set(results) == {"mono", "tri", "dnn", "mono_4gram", "tri_4gram", "dnn_4gram"}
+    assert set(results) == {"mono", "tri", "dnn", "mono_3gram", "tri_3gram", "dnn_3gram"}
     for row in results.values():
         assert set(row) == {"dev", "test"}
         assert all(r.words > 1000 for r in row.values())       # 75 sentences per set
-    # trained on 120 sentences, the monophone still gets most dev words right
-    assert results["mono"]["dev"].wer < 60.0, results["mono"]["dev"].line()
+    # 120 training sentences and a 200-word vocabulary (about 20% of dev's words are OOV):
+    # far from good, but each system finds a good share of the words
+    for system in ("mono", "tri", "dnn"):
+        assert results[system]["dev"].wer < 90.0, results[system]["dev"].line()
 
 
 def test_test_is_scored_at_the_weights_dev_chose(sotu_run):
     exp = sotu_run / "exp/sotu"
     for system in ("mono", "tri", "dnn"):
-        for suffix in ("", "_4gram"):
+        for suffix in ("", "_3gram"):
             dev = json.loads((exp / system / f"decode_dev{suffix}/choice.json").read_text())
             test = json.loads((exp / system / f"decode_test{suffix}/choice.json").read_text())
             assert dev == test
@@ -68,11 +72,11 @@ def test_test_is_scored_at_the_weights_dev_chose(sotu_run):
 def test_lang_lm_and_graph_reports(sotu_run):
     exp = sotu_run / "exp/sotu"
     lm = json.loads((exp / "lm/lm.json").read_text())
-    assert set(lm["models"]) == {"3", "4"}
+    assert set(lm["models"]) == {"2", "3"}
     for entry in lm["models"].values():
         for name in ("dev", "test"):
             assert 1.0 < entry["sets"][name]["perplexity"] < 2000.0
-            assert 0.0 < entry["sets"][name]["oov_rate"] < 50.0    # a 300-word vocabulary
+            assert 0.0 < entry["sets"][name]["oov_rate"] < 50.0    # a 200-word vocabulary
     assert (exp / "lang/oov_dev.txt").read_text().strip()
     for system in ("mono", "tri"):
         graph = json.loads((exp / system / "graph.json").read_text())
