@@ -1,5 +1,7 @@
 """Word lattices from the token-passing decoder: the 1-best inside, pruning by the lattice beam,
 best paths at other acoustic scales, and n-gram LM rescoring."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,129 @@ def test_an_empty_graph_or_no_survivor_gives_an_empty_lattice():
     result, lat = FasterDecoder(g, np.array([-1, 0])).decode_lattice(np.zeros((2, 1), np.float32))
     assert result.cost == np.inf and lat.num_arcs == 0
     assert best_path(lat, 0.1)[1] == np.inf
+
+
+# ----------------------------------------------------------------------------- rescoring
+
+def sentences(rng, num_words, n, bias):
+    """Random sentences over words ``w1..w{num_words}`` where word k tends to follow k - bias."""
+    out = []
+    for _ in range(n):
+        words = [int(rng.integers(1, num_words + 1))]
+        for _ in range(int(rng.integers(1, 6))):
+            follow = (words[-1] + bias - 1) % num_words + 1
+            words.append(follow if rng.random() < 0.6 else int(rng.integers(1, num_words + 1)))
+        out.append([f"w{w}" for w in words])
+    return out
+
+
+def lm_cost(lm, words):
+    return -np.log(10.0) * lm.sentence_log_prob(list(words))
+
+
+def direct_best(lat, scale, old, new, symbols, lm_scale=1.0):
+    """Best total cost over the lattice's word sequences with the LM costs swapped: a DP whose
+    state is (lattice state, last ``order - 1`` words), scored word by word with
+    ``NgramLM.log_prob`` (no back-off state merging)."""
+    keep = max(old.order, new.order) - 1
+    ln10 = np.log(10.0)
+
+    @functools.lru_cache(maxsize=None)
+    def delta(hist, word):
+        return lm_scale * ln10 * (old.log_prob(word, hist) - new.log_prob(word, hist))
+
+    cost = arc_costs(lat, scale)
+    at = [dict() for _ in range(lat.num_states)]
+    at[0][("<s>",)] = 0.0
+    for e in range(lat.num_arcs):
+        for hist, c in at[lat.src[e]].items():
+            c, h = c + cost[e], hist
+            if lat.word[e]:
+                c += delta(hist, symbols[lat.word[e]])
+                h = (hist + (symbols[lat.word[e]],))[-keep:]
+            if c < at[lat.dst[e]].get(h, np.inf):
+                at[lat.dst[e]][h] = c
+    best = np.inf
+    for s in np.flatnonzero(np.isfinite(lat.final_cost)):
+        for hist, c in at[s].items():
+            best = min(best, c + lat.final_cost[s] + delta(hist, "</s>"))
+    return best
+
+
+@pytest.fixture(scope="module")
+def loop_and_lms():
+    from asr.lm import train_kneser_ney
+
+    rng = np.random.default_rng(5)
+    graph, label_pdf, words = word_loop(rng, num_words=6, silence=False)
+    symbols = ["<eps>"] + [f"w{w}" for w in words]
+    old = train_kneser_ney(sentences(rng, 6, 300, bias=1), order=2)
+    new = train_kneser_ney(sentences(rng, 6, 300, bias=2), order=3)
+    return graph, label_pdf, symbols, old, new
+
+
+def test_rescoring_with_the_same_lm_changes_nothing(loop_and_lms):
+    from asr.decoder.lattice import rescore
+
+    graph, label_pdf, symbols, old, new = loop_and_lms
+    rng = np.random.default_rng(6)
+    decoder = FasterDecoder(graph, label_pdf, SearchConfig(beam=10.0, lattice_beam=5.0))
+    for _ in range(4):
+        loglik = planted_scores(rng, graph, label_pdf, T=int(rng.integers(40, 120)))
+        _, lat = decoder.decode_lattice(loglik)
+        same = rescore(lat, new, new, words=symbols)
+        same.check()
+        for scale in (0.1, 0.05):
+            words, cost = best_path(lat, scale)
+            words2, cost2 = best_path(same, scale)
+            assert words2.tolist() == words.tolist() and cost2 == pytest.approx(cost, abs=1e-6)
+
+
+def test_rescoring_equals_swapping_the_lm_costs_of_every_word_sequence(loop_and_lms):
+    from asr.decoder.lattice import rescore
+
+    graph, label_pdf, symbols, old, new = loop_and_lms
+    rng = np.random.default_rng(7)
+    decoder = FasterDecoder(graph, label_pdf, SearchConfig(beam=8.0, lattice_beam=5.0))
+    changed = 0
+    for _ in range(5):
+        loglik = planted_scores(rng, graph, label_pdf, T=int(rng.integers(20, 50)), noise=1.5)
+        _, lat = decoder.decode_lattice(loglik)
+        for lm_scale in (1.0, 0.5):
+            out = rescore(lat, old, new, lm_scale, words=symbols)
+            out.check()
+            assert out.num_states >= lat.num_states
+            expected = direct_best(lat, 0.1, old, new, symbols, lm_scale)
+            words, cost = best_path(out, 0.1)
+            assert cost == pytest.approx(expected, abs=1e-6)
+            changed += words.tolist() != best_path(lat, 0.1)[0].tolist()
+    assert changed > 0
+
+
+def test_a_4gram_flips_the_best_path_that_a_trigram_keeps():
+    """Two hypotheses that differ in their last word: "A B C D" and "A B C E". In the new
+    text "B C" is mostly followed by D, but "A B C" always by E: only the 4-gram sees it."""
+    from asr.decoder.lattice import rescore
+    from asr.lm import train_kneser_ney
+
+    symbols = ["<eps>", "A", "B", "C", "D", "E", "X"]
+    old = train_kneser_ney([s.split() for s in ["A B C D"] * 5 + ["A B C E"] * 4], order=3)
+    text = [s.split() for s in ["A B C E"] * 5 + ["X B C D"] * 20 + ["X B C E"] * 2]
+    new3, new4 = train_kneser_ney(text, order=3), train_kneser_ney(text, order=4)
+    path_d, path_e = lm_cost(old, "A B C D".split()), lm_cost(old, "A B C E".split())
+    assert path_d < path_e
+    # 0 -A-> 1 -B-> 2 -C-> 3 -D-> 4, 3 -E-> 5; G's cost of each sentence on its last arc
+    lat = Lattice(np.array([0, 1, 2, 3, 4, 4], np.int32), np.array([np.inf] * 4 + [0.0, 0.0]),
+                  np.array([0, 1, 2, 3, 3], np.int32), np.array([1, 2, 3, 4, 5], np.int32),
+                  np.array([1, 2, 3, 4, 5], np.int32), np.array([1, 1, 1, 1, 1], np.int32),
+                  np.array([0.0, 0.0, 0.0, path_d, path_e]),
+                  np.array([1.0, 1.0, 1.0, 1.0, 1.0], np.float32))
+    lat.check()
+    assert best_path(lat, 0.1)[0].tolist() == [1, 2, 3, 4]
+    assert best_path(rescore(lat, old, old, words=symbols), 0.1)[0].tolist() == [1, 2, 3, 4]
+    assert best_path(rescore(lat, old, new3, words=symbols), 0.1)[0].tolist() == [1, 2, 3, 4]
+    words, cost = best_path(rescore(lat, old, new4, words=symbols), 0.1)
+    assert words.tolist() == [1, 2, 3, 5]
+    assert cost == pytest.approx(lm_cost(new4, "A B C E".split()) + 0.4, abs=1e-6)
+    with pytest.raises(ValueError, match="words"):
+        rescore(lat, old, new4)

@@ -222,5 +222,110 @@ def best_path(lat: Lattice, acoustic_scale: float, word_penalty: float = 0.0
     return words[words > 0].astype(np.int32), cost
 
 
-def rescore(*args, **kwargs):  # replaced below
-    raise NotImplementedError
+# ----------------------------------------------------------------------------- rescoring
+
+LN10 = float(np.log(10.0))
+
+
+class _LmCosts:
+    """Costs (-ln p, as in G) of words given histories under one n-gram LM, memoized.
+
+    A history is a tuple of LM word ids, cut to its longest suffix that is an n-gram of the
+    model: p(w | h) does not depend on what is cut (no n-gram extends it), so equal cut
+    histories are one LM state.
+    """
+
+    def __init__(self, lm, words: list[str]):
+        from asr.lm import SENTENCE_END, SENTENCE_START
+
+        unk = lm.word_ids.get("<unk>", -1)
+        self.lm = lm
+        self.ids = np.array([lm.word_ids.get(w, unk) for w in words], dtype=np.int64)
+        self.end = lm.word_ids[SENTENCE_END]
+        self.start = self.cut((lm.word_ids[SENTENCE_START],))
+        self.memo: dict[tuple[tuple, int], tuple[float, tuple]] = {}
+
+    def cut(self, history: tuple) -> tuple:
+        history = history[max(0, len(history) - (self.lm.order - 1)):]
+        while history and (history[0] < 0 or self.lm.find(np.array([history]))[0] < 0):
+            history = history[1:]
+        return history
+
+    def next(self, history: tuple, word: int) -> tuple[float, tuple]:
+        """(cost of LM word id ``word`` after ``history``, the history after it)."""
+        key = (history, word)
+        if key not in self.memo:
+            log10p = self.lm.score(np.array([(*history, word)]))[0]
+            self.memo[key] = (-LN10 * float(log10p), self.cut((*history, word)))
+        return self.memo[key]
+
+
+def rescore(lat: Lattice, old_lm, new_lm, lm_scale: float = 1.0, *,
+            words: list[str] | None = None) -> Lattice:
+    """Replace the old LM's costs by the new LM's in every path (Kaldi's ``lmrescore.sh``:
+    ``lattice-lmrescore --lm-scale=-1`` with the old G, then ``--lm-scale=1`` with the new).
+
+    Every path's graph cost becomes ``graph - lm_scale * old + lm_scale * new``, where
+    ``old``/``new`` are the LMs' costs (-ln p) of its words followed by ``</s>``, after
+    ``<s>``; ``lm_scale`` < 1 interpolates log-linearly between the two LMs. States are
+    expanded exactly by the (old, new) LM histories reaching them, so the result has one
+    state per (lattice state, history pair), topologically sorted as before.
+
+    Parameters
+    ----------
+    lat : Lattice -- from a graph whose G is ``old_lm`` (e.g. ``arpa_fst``)
+    old_lm, new_lm : asr.lm.NgramLM -- any orders; a word missing from an LM is its
+        ``<unk>`` if it has one, else has probability 0 (``LOG10_ZERO``)
+    words : list of str -- the graph's ``words.txt`` (word id -> word), e.g.
+        ``DecodingGraph.words``; required to map the lattice's word ids to the LMs'
+    """
+    if words is None:
+        raise ValueError("rescore needs words= (the graph's words.txt, word id -> word) to "
+                         "look the lattice's words up in the LMs")
+    if lat.num_states == 0:
+        return lat
+    if lat.num_arcs and int(lat.word.max()) >= len(words):
+        raise ValueError(f"lattice word id {int(lat.word.max())} is not in words "
+                         f"({len(words)} entries)")
+    old, new = _LmCosts(old_lm, words), _LmCosts(new_lm, words)
+    starts = np.searchsorted(lat.src, np.arange(lat.num_states + 1))
+    pending: list[dict] = [dict() for _ in range(lat.num_states)]   # history pair -> state
+    pending[0][(old.start, new.start)] = None
+    state_of: list[int] = []       # new state -> lattice state
+    hists: list[tuple] = []        # new state -> (old history, new history)
+    arcs: list[tuple[int, int, tuple, int, float]] = []   # new src, lattice dst, key, arc, cost
+    delta_memo: dict[tuple, tuple[float, tuple]] = {}
+    for s in range(lat.num_states):
+        for key in pending[s]:
+            pending[s][key] = len(state_of)
+            state_of.append(s)
+            hists.append(key)
+        for e in range(starts[s], starts[s + 1]):
+            w, d = int(lat.word[e]), int(lat.dst[e])
+            for key, here in pending[s].items():
+                if w == 0:
+                    arcs.append((here, d, key, e, 0.0))
+                    pending[d].setdefault(key, None)
+                    continue
+                memo_key = (key, w)
+                if memo_key not in delta_memo:
+                    old_cost, old_next = old.next(key[0], int(old.ids[w]))
+                    new_cost, new_next = new.next(key[1], int(new.ids[w]))
+                    delta_memo[memo_key] = (lm_scale * (new_cost - old_cost), (old_next, new_next))
+                delta, nxt = delta_memo[memo_key]
+                arcs.append((here, d, nxt, e, delta))
+                pending[d].setdefault(nxt, None)
+    state_of_a = np.array(state_of, dtype=np.int64)
+    final = lat.final_cost[state_of_a].astype(np.float64)
+    for i, (ho, hn) in enumerate(hists):
+        if final[i] < np.inf:
+            final[i] += lm_scale * (new.next(hn, new.end)[0] - old.next(ho, old.end)[0])
+    src = np.array([a[0] for a in arcs], dtype=np.int64)
+    dst = np.array([pending[a[1]][a[2]] for a in arcs], dtype=np.int64)
+    e = np.array([a[3] for a in arcs], dtype=np.int64)
+    delta = np.array([a[4] for a in arcs], dtype=np.float64)
+    order = np.argsort(src, kind="stable")
+    src, dst, e, delta = src[order], dst[order], e[order], delta[order]
+    return Lattice(lat.frames[state_of_a], final, src.astype(np.int32), dst.astype(np.int32),
+                   lat.word[e], lat.ilabel[e], lat.graph_cost[e].astype(np.float64) + delta,
+                   lat.acoustic_cost[e])
