@@ -51,3 +51,22 @@ def load_recipe(corpus: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+SYNTH_SOTU = Path(__file__).resolve().parents[2] / "shared" / "tools" / "synth-sotu"
+
+
+@pytest.fixture(scope="session")
+def sotu_slice(tmp_path_factory) -> Path:
+    """synth-sotu's 3-speaker slice (270 utterances: train, dev, test), built once per run;
+    the folder holding ``LibriSpeech/``. Skips where espeak-ng, sox or the tool is missing."""
+    import shutil
+    import subprocess
+
+    if not SYNTH_SOTU.is_file() or not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("needs espeak-ng and sox (apt-get install -y espeak-ng sox) and "
+                    "shared/tools/synth-sotu")
+    out = tmp_path_factory.mktemp("sotu_slice")
+    subprocess.run([str(SYNTH_SOTU), str(out), "--max-speakers", "3"], check=True,
+                   capture_output=True, timeout=300)
+    return out

@@ -15,7 +15,6 @@ import hashlib
 import http.server
 import json
 import shutil
-import subprocess
 import tarfile
 import threading
 from contextlib import contextmanager
@@ -33,7 +32,6 @@ from asr.lvcsr import LmConfig, LvcsrSettings, arpa_counts, arpa_words
 from asr.pronunciations import LexiconConfig, cmudict_pronunciations
 from conftest import load_recipe
 
-SYNTH_SOTU = Path(__file__).resolve().parents[2] / "shared" / "tools" / "synth-sotu"
 LEFT_OUT = None        # the training word the served lexicon lacks (set by the fixture)
 
 
@@ -75,15 +73,9 @@ def _words(speakers: list[Path]) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, sotu_slice):
     """A folder shaped like OpenSLR's files (speaker 1 trains, 2 and 3 are dev-clean-2)."""
-    if not SYNTH_SOTU.is_file() or not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("needs espeak-ng and sox (apt-get install -y espeak-ng sox) and "
-                    "shared/tools/synth-sotu")
-    sotu = tmp_path_factory.mktemp("sotu")
-    subprocess.run([str(SYNTH_SOTU), str(sotu), "--max-speakers", "3", "--subsets", "dev"],
-                   check=True, capture_output=True, timeout=300)
-    speakers = sorted(p for p in (sotu / "LibriSpeech" / "dev").iterdir() if p.is_dir())
+    speakers = sorted(p for p in (sotu_slice / "LibriSpeech" / "dev").iterdir() if p.is_dir())
     assert len(speakers) == 3
     out = tmp_path_factory.mktemp("served")
     _subset_tar(out / "train-clean-5.tar.gz", "train-clean-5", speakers[:1])

@@ -5,16 +5,10 @@ OOV reports, LMs with perplexity, HCLG per tree, lattices, the dev-chosen weight
 to test, 4-gram rescoring, and the generated RESULTS.md.
 """
 import json
-import shutil
-import subprocess
-from pathlib import Path
-
-import pytest
 
 from asr.results import load_results
 from conftest import load_recipe
 
-SYNTH_SOTU = Path(__file__).resolve().parents[2] / "shared" / "tools" / "synth-sotu"
 REDUCED = ["--set", "vocab_size=200", "--set", "lm.order=2", "--set", "lm.rescore_order=3",
            "--set", "mono.num_iters=8", "--set", "mono.realign_iters=[1,2,3,5]",
            "--set", "mono.mixup_iters=6", "--set", "mono.max_gaussians=300",
@@ -28,15 +22,9 @@ REDUCED = ["--set", "vocab_size=200", "--set", "lm.order=2", "--set", "lm.rescor
 
 
 @pytest.fixture(scope="module")
-def sotu_run(tmp_path_factory):
-    if not SYNTH_SOTU.is_file() or not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("needs espeak-ng and sox (apt-get install -y espeak-ng sox) and "
-                    "shared/tools/synth-sotu")
-    corpus = tmp_path_factory.mktemp("sotu_corpus")
-    subprocess.run([str(SYNTH_SOTU), str(corpus), "--max-speakers", "3"], check=True,
-                   capture_output=True, timeout=300)
+def sotu_run(tmp_path_factory, sotu_slice):
     root = tmp_path_factory.mktemp("sotu_run")
-    args = ["--corpus", str(corpus), "--data", str(root / "data"), "--exp", str(root / "exp"),
+    args = ["--corpus", str(sotu_slice), "--data", str(root / "data"), "--exp", str(root / "exp"),
             "--results", str(root / "results"), "--no-progress", *REDUCED]
     assert load_recipe("sotu").main(args) == 0
     return root
