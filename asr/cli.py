@@ -47,7 +47,7 @@ def _default_cache() -> Path:
 def cmd_decode(args) -> int:
     from asr.data import DataDir
     from asr.evaluate import decode_features
-    from asr.features import apply_pipeline, compute_archive_in_memory
+    from asr.features import compute_archive_in_memory
     from asr.fileio import write_text
     from asr.scoring import compute_wer, write_text_file
     from asr.system import AsrSystem
@@ -56,7 +56,7 @@ def cmd_decode(args) -> int:
     data = DataDir.load(args.data)
     raw = compute_archive_in_memory({u: str(p) for u, p in data.wavs.items()}, system.features,
                                     progress=not args.no_progress)
-    feats = apply_pipeline(raw, system.features, data.utt2spk)
+    feats = system.model_input(raw, data.utt2spk)
     hyps = decode_features(system, feats, _decoder_overrides(args, system),
                            progress=not args.no_progress, graph_cache=args.graph_cache)
     out = Path(args.out)
@@ -76,7 +76,7 @@ def cmd_score(args) -> int:
 
 def cmd_transcribe(args) -> int:
     from asr.audio import read_wav
-    from asr.features import apply_pipeline, compute_features
+    from asr.features import compute_features
     from asr.system import AsrSystem
 
     system = AsrSystem.load(args.model)
@@ -84,8 +84,7 @@ def cmd_transcribe(args) -> int:
     for path in args.files:
         wav, _ = read_wav(path, expected_rate=system.features.sample_rate)
         # A single file is its own speaker for per-speaker CMVN.
-        feats = apply_pipeline({"u": compute_features(wav, system.features)}, system.features,
-                               {"u": "u"})["u"]
+        feats = system.model_input({"u": compute_features(wav, system.features)}, {"u": "u"})["u"]
         words = decoder.decode(system.model.log_likelihoods(feats)).words
         print(f"{path} {' '.join(words)}")
     return 0
@@ -97,6 +96,8 @@ def cmd_info(args) -> int:
     print(json.dumps({"model_type": system.model.model_type, "num_pdfs": system.model.num_pdfs,
                       "phones": len(system.lexicon.phones), "words": len(system.lexicon.words),
                       "features": dataclasses.asdict(system.features),
+                      "transform": None if system.transform is None else
+                      [system.transform.dim, system.transform.input_dim],
                       "decoding": dataclasses.asdict(system.decoding)}, indent=2))
     return 0
 

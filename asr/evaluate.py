@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 def decode_features(system: AsrSystem, feats: dict[str, np.ndarray],
                     cfg: DecoderConfig | None = None, progress: bool = True,
                     graph_cache: Path | None = None) -> dict[str, list[str]]:
-    """utt -> recognised words, for features already through the system's pipeline.
+    """utt -> recognised words, for features already through ``system.model_input``
+    (the pipeline and the system's feature transform).
 
     ``graph_cache``: where decoding graphs are kept between runs (see ``AsrSystem.graph``).
     """

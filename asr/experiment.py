@@ -81,9 +81,8 @@ class Experiment:
         compute_archive({u: str(p) for u, p in data.wavs.items()}, self.features,
                         self.feat_dir(name), progress=self.progress, skip_bad=self.skip_bad)
 
-    def load_features(self, name: str, features: FeatureConfig | None = None
-                      ) -> dict[str, np.ndarray]:
-        """Features of one data set after CMVN, deltas and splicing.
+    def raw_features(self, name: str) -> dict[str, np.ndarray]:
+        """Base features (utt -> (T, base_dim), the archive's) of one data set, sorted by id.
 
         Every utterance of the data set must have features, except (with ``skip_bad``)
         those the features stage skipped, which are left out here too.
@@ -99,12 +98,28 @@ class Experiment:
         if missing:
             log.warning("%s: %d of %d utterances have no features and are left out (e.g. %s)",
                         name, len(missing), len(data), missing[0])
-        raw = {u: raw[u] for u in data.utts if u in raw}
-        return apply_pipeline(raw, features or self.features, data.utt2spk)
+        return {u: raw[u] for u in data.utts if u in raw}
 
-    def utterances(self, name: str, features: FeatureConfig | None = None,
-                   vocabulary: Collection[str] | None = None) -> list[Utterance]:
+    def load_features(self, name: str, features: FeatureConfig | AsrSystem | None = None
+                      ) -> dict[str, np.ndarray]:
+        """Features of one data set as a model sees them.
+
+        ``features``: a system (its ``model_input``: pipeline, then its feature transform),
+        or a FeatureConfig (CMVN, deltas and splicing only); default: this experiment's.
+        """
+        raw = self.raw_features(name)
+        utt2spk = self.data_dir(name).utt2spk
+        if isinstance(features, AsrSystem):
+            return features.model_input(raw, utt2spk)
+        return apply_pipeline(raw, features or self.features, utt2spk)
+
+    def utterances(self, name: str, features: FeatureConfig | AsrSystem | None = None,
+                   vocabulary: Collection[str] | None = None, raw: bool = False
+                   ) -> list[Utterance]:
         """Training utterances (id, features, words) of one data set, in sorted id order.
+
+        Features as :meth:`load_features` gives them for ``features`` (a system's model
+        input, or a FeatureConfig's pipeline), or with ``raw`` the base features.
 
         With ``vocabulary`` (e.g. ``lexicon.words``) a transcript word outside it is a
         DataError naming the ``text`` file and line, before any features are read.
@@ -112,7 +127,7 @@ class Experiment:
         data = self.data_dir(name)
         if vocabulary is not None:
             data.check_vocabulary(vocabulary)
-        feats = self.load_features(name, features)
+        feats = self.raw_features(name) if raw else self.load_features(name, features)
         return [Utterance(u, feats[u], data.text[u]) for u in data.utts if u in feats]
 
     @property
@@ -148,7 +163,7 @@ class Experiment:
         """
         model = self.load_system(system)
         data = self.data_dir(test_set)
-        feats = (features or self).load_features(test_set, model.features)
+        feats = (features or self).load_features(test_set, model)
         column = column or test_set
         out = self.system_dir(system) / f"decode_{column}"
         start = time.perf_counter()

@@ -8,11 +8,17 @@ Layout of a model directory (everything needed to turn audio into words)::
     tree.json          context dependency: (left, phone, right, state) -> pdf
     transitions.json   the transition model
     decoder.json       default search settings (grammar, beam, scales)
+    transform.npz      optional: a feature transform after the pipeline (LDA+MLLT, tri2b)
     acoustic/          the acoustic model's own files (see ``asr.models``)
+
+What the acoustic model scores is :meth:`AsrSystem.model_input` of the base features (the
+archive's MFCC or fbank): the ``features.json`` pipeline (CMVN, deltas, splicing), then the
+transform if there is one. Every caller goes through it, so none can forget the transform.
 
 Loading checks the format version, that the manifest lists every file above (and at least
 one under ``acoustic/``), and every checksum, so an altered or partly copied directory is
-refused with an error naming the file.
+refused with an error naming the file. A ``transform.npz`` that the manifest does not list
+is refused too (directories written before transforms existed have none and still load).
 """
 from __future__ import annotations
 
@@ -20,18 +26,24 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
+import numpy as np
 
 from asr.decoder import Decoder, DecoderConfig, decoding_graph
 from asr.errors import ModelError
-from asr.features import FeatureConfig
+from asr.features import FeatureConfig, apply_pipeline
 from asr.fileio import atomic_dir, write_json
 from asr.hmm.transitions import TransitionModel
 from asr.hmm.tree import ContextTree
 from asr.lexicon import Lexicon
 from asr.models import AcousticModel, model_class, read_json
 
+if TYPE_CHECKING:      # asr.transforms imports asr.gmm; the seam must not (see test_architecture)
+    from asr.transforms import FeatureTransform
+
 FORMAT_VERSION = 1
+TRANSFORM_FILE = "transform.npz"
 REQUIRED_FILES = ("features.json", "lexicon.json", "tree.json", "transitions.json",
                   "decoder.json")
 
@@ -46,7 +58,11 @@ def _sha256(path: Path) -> str:
 
 @dataclass
 class AsrSystem:
-    """Front end, lexicon, HMMs and acoustic model of one trained system."""
+    """Front end, lexicon, HMMs and acoustic model of one trained system.
+
+    ``transform`` (optional) maps the pipeline's (T, features.dim) output to the model's
+    input, e.g. tri2b's LDA+MLLT matrix (40, 91); see :meth:`model_input`.
+    """
 
     features: FeatureConfig
     lexicon: Lexicon
@@ -54,6 +70,32 @@ class AsrSystem:
     tm: TransitionModel
     model: AcousticModel
     decoding: DecoderConfig
+    transform: "FeatureTransform | None" = None
+
+    def __post_init__(self) -> None:
+        if self.transform is not None and self.transform.input_dim != self.features.dim:
+            raise ValueError(f"a feature transform from {self.transform.input_dim} dimensions "
+                             f"cannot follow a pipeline giving {self.features.dim}")
+
+    def model_input(self, raw: dict[str, np.ndarray], utt2spk: dict[str, str] | None = None
+                    ) -> dict[str, np.ndarray]:
+        """Base features (utt -> (T, features.base_dim), e.g. from ``read_archive``) to what
+        the acoustic model scores: ``apply_pipeline`` with this system's settings, then the
+        transform. ``utt2spk`` as ``apply_pipeline`` needs it (per-speaker CMVN).
+
+        Returns
+        -------
+        utt -> (T, D) float32, same keys and order; D is the transform's output dimension,
+        or ``features.dim`` without one.
+        """
+        return self.transformed(apply_pipeline(raw, self.features, utt2spk))
+
+    def transformed(self, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pipeline output (utt -> (T, features.dim)) through the transform, if any."""
+        if self.transform is None:
+            return feats
+        return {utt: self.transform.apply(mat).astype(np.float32, copy=False)
+                for utt, mat in feats.items()}
 
     def save(self, directory: str | Path) -> None:
         """Write the model directory atomically."""
@@ -63,6 +105,8 @@ class AsrSystem:
             write_json(tmp / "tree.json", self.tree.to_dict())
             write_json(tmp / "transitions.json", self.tm.to_dict())
             write_json(tmp / "decoder.json", dataclasses.asdict(self.decoding))
+            if self.transform is not None:
+                self.transform.save(tmp / TRANSFORM_FILE)
             (tmp / "acoustic").mkdir()
             self.model.save(tmp / "acoustic")
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -101,6 +145,9 @@ class AsrSystem:
             first = unlisted[0] if unlisted else "acoustic/"
             raise ModelError(manifest_path, f"does not list {first}; expected every file of "
                              "the model directory with its sha256")
+        if (directory / TRANSFORM_FILE).exists() and TRANSFORM_FILE not in files:
+            raise ModelError(directory / TRANSFORM_FILE, "not listed in manifest.json; a "
+                             "feature transform must be listed with its sha256")
         for name, digest in sorted(files.items()):
             parts = PurePosixPath(name).parts
             if PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
@@ -120,11 +167,15 @@ class AsrSystem:
             decoding = DecoderConfig(**read_json(directory / "decoder.json"))
         except (TypeError, KeyError, ValueError) as exc:
             raise ModelError(directory, f"inconsistent model files: {exc}") from None
+        transform = None
+        if TRANSFORM_FILE in files:
+            from asr.transforms import FeatureTransform
+            transform = FeatureTransform.load(directory / TRANSFORM_FILE, input_dim=features.dim)
         model = model_class(manifest.get("model_type", "")).load(directory / "acoustic")
         if model.num_pdfs != tree.num_pdfs:
             raise ModelError(directory, f"acoustic model has {model.num_pdfs} pdfs, the tree "
                              f"{tree.num_pdfs}")
-        return cls(features, lexicon, tree, tm, model, decoding)
+        return cls(features, lexicon, tree, tm, model, decoding, transform)
 
     def graph(self, cfg: DecoderConfig | None = None, base_dir: Path | None = None,
               cache: Path | None = None):

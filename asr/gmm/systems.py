@@ -82,6 +82,18 @@ def train_triphone(utts: list[Utterance], previous: AsrSystem, cfg: GmmTrainConf
         raise ValueError("a triphone system needs num_leaves > 0")
     alignments = align_utterances(previous, utts, cfg.silence_prob, cfg.align_acoustic_scale,
                                   cfg.align_beam, cfg.align_retry_beam)
+    tree, gmm = grow_tree(utts, alignments, previous, cfg)
+    tm = copy.deepcopy(previous.tm)
+    result = train_gmm_hmm(utts, previous.lexicon, tree, tm, gmm, cfg, progress, desc="tri")
+    system = AsrSystem(previous.features, previous.lexicon, tree, result.tm,
+                       GmmAcousticModel(result.gmm), decoding or previous.decoding)
+    return system, result
+
+
+def grow_tree(utts: list[Utterance], alignments: dict[str, tuple[np.ndarray, object]],
+              previous: AsrSystem, cfg: GmmTrainConfig) -> tuple[ContextTree, DiagGmm]:
+    """A context tree of ``cfg.num_leaves`` leaves grown on ``utts``' features (T, D) labelled
+    by ``previous``'s alignments (``align_utterances``), and one Gaussian per leaf."""
     dim = utts[0].feats.shape[1]
     stats = ContextStats(dim)
     for u in utts:
@@ -90,16 +102,11 @@ def train_triphone(utts: list[Utterance], previous: AsrSystem, cfg: GmmTrainConf
             stats.accumulate(graph.context[path], u.feats)
     topo = previous.tm.topology
     questions = [q for _, q in previous.lexicon.questions()]
-    all_feats = np.concatenate([u.feats for u in utts])
+    variance = np.concatenate([u.feats for u in utts]).var(axis=0)
     tree, leaf_stats = build_tree(stats, topo, questions, cfg.num_leaves, cfg.tree_min_count,
-                                  var_floor=cfg.var_floor * float(all_feats.var(axis=0).min()))
+                                  var_floor=cfg.var_floor * float(variance.min()))
     log.info("tree: %d leaves from %d seen contexts", tree.num_pdfs, len(stats.stats))
-    gmm = _gmm_from_leaf_stats(leaf_stats, cfg.var_floor * all_feats.var(axis=0))
-    tm = copy.deepcopy(previous.tm)
-    result = train_gmm_hmm(utts, previous.lexicon, tree, tm, gmm, cfg, progress, desc="tri")
-    system = AsrSystem(previous.features, previous.lexicon, tree, result.tm,
-                       GmmAcousticModel(result.gmm), decoding or previous.decoding)
-    return system, result
+    return tree, _gmm_from_leaf_stats(leaf_stats, cfg.var_floor * variance)
 
 
 def _gmm_from_leaf_stats(leaf_stats: np.ndarray, var_floor: np.ndarray) -> DiagGmm:

@@ -6,12 +6,17 @@ either from forward-backward posteriors over each utterance's training graph ("b
 or from forced alignments, refreshed on ``realign_iters`` ("viterbi", Kaldi's schedule).
 The first pass from a flat start is always Baum-Welch: equal Gaussians give a Viterbi path
 nothing to choose by.
+
+A ``feature_step`` may change the feature space during training (tri2b's MLLT): called each
+iteration between the E-step and the accumulation of statistics, it returns a new GMM and
+new features, or None to leave both as they are.
 """
 from __future__ import annotations
 
 import functools
 import logging
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -29,6 +34,12 @@ from asr.lexicon import Lexicon
 from asr.training import Utterance
 
 log = logging.getLogger(__name__)
+
+FeatureStep = Callable[[int, DiagGmm, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                       Optional[tuple[DiagGmm, np.ndarray]]]
+"""``step(iteration, gmm, feats (T, D), frames (N,), pdfs (N,), weights (N,))``: the current
+model and features, and this iteration's labels (frame ``frames[n]`` belongs to pdf
+``pdfs[n]`` with weight ``weights[n]``). Returns ``(gmm, feats)`` in a new space, or None."""
 
 KALDI_MONO_REALIGN = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)
 
@@ -65,7 +76,7 @@ class TrainResult:
     tm: TransitionModel
     graphs: dict[str, Graph]
     history: list[float]                   # average log-likelihood per frame, per iteration
-    utts: list[Utterance]
+    utts: list[Utterance]                  # with the final features (after any feature_step)
     cfg: GmmTrainConfig
 
     @functools.cached_property
@@ -95,12 +106,14 @@ def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.
 
 def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
                   tm: TransitionModel, gmm: DiagGmm, cfg: GmmTrainConfig,
-                  progress: bool = True, desc: str = "train") -> TrainResult:
+                  progress: bool = True, desc: str = "train",
+                  feature_step: FeatureStep | None = None) -> TrainResult:
     """Re-estimate ``gmm`` and ``tm`` on ``utts`` for ``cfg.num_iters`` iterations.
 
     Each iteration scores all frames at once (large matrix products), runs forward-backward
     or alignment per utterance on slices of that matrix, and accumulates statistics from
-    (frame, pdf, weight) triples grouped by pdf.
+    (frame, pdf, weight) triples grouped by pdf. ``feature_step`` (see :data:`FeatureStep`)
+    may then move features and model to a new space before the statistics are gathered.
     """
     feats = np.concatenate([u.feats for u in utts]).astype(np.float32)
     offsets = np.concatenate([[0], np.cumsum([len(u.feats) for u in utts])])
@@ -153,9 +166,15 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
             raise DataError(None, f"no training utterance fits its graph (e.g. "
                             f"{', '.join(failed[:3])}): utterances shorter than their HMM "
                             "paths, or features that do not match the model")
+        frames, pdfs, weights = (np.concatenate(frames), np.concatenate(pdfs),
+                                 np.concatenate(weights))
+        changed = feature_step(it, gmm, feats, frames, pdfs, weights) if feature_step else None
+        if changed is not None:
+            gmm, feats = changed
+            feats = np.ascontiguousarray(feats, dtype=np.float32)
+            var_floor = cfg.var_floor * feats.astype(np.float64).var(axis=0)
         stats = GmmStats(gmm.num_gauss, gmm.dim)
-        stats.accumulate(gmm, feats, np.concatenate(frames), np.concatenate(pdfs),
-                         np.concatenate(weights))
+        stats.accumulate(gmm, feats, frames, pdfs, weights)
         if baum_welch:
             history.append(total_ll / max(stats.frames, 1.0))
         else:
@@ -173,4 +192,7 @@ def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
         log.info("%s iteration %d: %s log-likelihood per frame %.4f, %d Gaussians", desc, it,
                  "Baum-Welch" if baum_welch else "Viterbi", history[-1], gmm.num_gauss)
         bar.set_postfix(ll=f"{history[-1]:.3f}", gauss=gmm.num_gauss)
+    if feature_step is not None:
+        utts = [Utterance(u.utt, feats[offsets[i]:offsets[i + 1]], u.words)
+                for i, u in enumerate(utts)]
     return TrainResult(gmm, tm, graphs, history, utts, cfg)

@@ -1,0 +1,160 @@
+"""tri2b: a triphone system on LDA+MLLT features, as Kaldi's ``steps/train_lda_mllt.sh``.
+
+From the previous system (tri1) and the base features (MFCC with CMN, no deltas):
+
+1. align the training data with the previous system (its own model input);
+2. splice the base features +-``splice`` frames and accumulate LDA statistics with the
+   previous system's pdfs as classes (``acc-lda`` on the old alignment), silence frames
+   weighted by ``silence_weight`` (Kaldi: 0); LDA to ``lda_dim`` dimensions (``est-lda``);
+3. grow a context tree on the LDA features from the same alignments, one Gaussian per leaf;
+4. train the GMM-HMM (``train_gmm_hmm``); at each of ``mllt_iters``, after that iteration's
+   alignment, MLLT statistics from the current model and features (``gmm-acc-mllt``),
+   ``A`` by Gales' update (``est-mllt``), means ``A mu`` (``gmm-transform-means``), features
+   ``A y`` and the transform ``A @ previous`` (``compose-transforms``).
+
+The result is an :class:`~asr.system.AsrSystem` whose ``features`` are the spliced base
+features (deltas 0) and whose ``transform`` is the composed (lda_dim, 7 D) matrix, saved as
+``transform.npz`` in the model directory; ``AsrSystem.model_input`` applies both.
+
+>>> raw = ex.utterances("train", raw=True)                                  # doctest: +SKIP
+>>> tri2b, res = train_lda_mllt(raw, ex.load_system("tri"), cfg, utt2spk=data.utt2spk)  # doctest: +SKIP
+>>> res.mllt_aux[2]          # Q(A) per est-mllt pass at iteration 2, never decreasing  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from asr.decoder import DecoderConfig
+from asr.features import apply_pipeline
+from asr.gmm.diag_gmm import DiagGmm
+from asr.gmm.model import GmmAcousticModel
+from asr.gmm.systems import align_utterances, grow_tree
+from asr.gmm.train import GmmTrainConfig, TrainResult, train_gmm_hmm
+from asr.hmm.tree import ContextTree
+from asr.lexicon import SILENCE
+from asr.system import AsrSystem
+from asr.training import Utterance
+from asr.transforms import (FeatureTransform, accumulate_lda, accumulate_mllt, estimate_lda,
+                            estimate_mllt, transform_means)
+
+log = logging.getLogger(__name__)
+
+KALDI_MLLT_ITERS = (2, 4, 6, 12)
+
+
+@dataclass
+class LdaMlltResult(TrainResult):
+    """``TrainResult`` plus the front end's history.
+
+    Attributes
+    ----------
+    lda : the LDA transform alone, (lda_dim, 7 D).
+    transform : the final LDA+MLLT transform (the system's), (lda_dim, 7 D).
+    mllt_aux : iteration -> Q(A) per frame at A = I, then after each row-update pass of
+        ``estimate_mllt`` (never decreasing).
+    """
+
+    lda: FeatureTransform | None = None
+    transform: FeatureTransform | None = None
+    mllt_aux: dict[int, list[float]] = field(default_factory=dict)
+
+
+def silence_pdfs(tree: ContextTree, phone: int = 0) -> np.ndarray:
+    """(num_pdfs,) bool: the pdfs under ``phone``'s roots (0 is the silence phone)."""
+    mask = np.zeros(tree.num_pdfs, dtype=bool)
+    todo = [node for (p, _), node in tree.roots.items() if p == phone]
+    while todo:
+        node = tree.nodes[todo.pop()]
+        if node.pdf >= 0:
+            mask[node.pdf] = True
+        else:
+            todo += [node.yes, node.no]
+    return mask
+
+
+def train_lda_mllt(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrainConfig,
+                   lda_dim: int = 40, mllt_iters: Sequence[int] = KALDI_MLLT_ITERS,
+                   splice: int = 3, utt2spk: dict[str, str] | None = None,
+                   silence_weight: float = 0.0, mllt_passes: int = 10,
+                   decoding: DecoderConfig | None = None, progress: bool = True
+                   ) -> tuple[AsrSystem, LdaMlltResult]:
+    """Train tri2b on ``previous``'s alignments; see the module docstring.
+
+    Parameters
+    ----------
+    utts_raw : utterances with their base features (T, base_dim), as in the archive (e.g.
+        ``Experiment.utterances(name, raw=True)``); CMVN is applied here, by ``previous``'s
+        settings, with ``utt2spk`` for per-speaker CMVN.
+    previous : the system whose alignments give the LDA classes and the tree's statistics.
+    cfg : tree size, Gaussians, iterations and realignment schedule, as for a triphone.
+    lda_dim : LDA output dimension (Kaldi: 40); at most the previous system's pdfs minus one.
+    mllt_iters : iterations (counting from 1) at which MLLT is re-estimated.
+    splice : frames of context on each side (Kaldi: 3, i.e. 7 frames).
+    silence_weight : weight of silence frames in the LDA and MLLT statistics (Kaldi: 0).
+    mllt_passes : row-update passes of each ``estimate_mllt``.
+    """
+    if cfg.num_leaves <= 0:
+        raise ValueError("an LDA+MLLT system needs num_leaves > 0")
+    features = dataclasses.replace(previous.features, deltas=0, splice_left=splice,
+                                   splice_right=splice)
+    raw = {u.utt: u.feats for u in utts_raw}
+    before = previous.model_input(raw, utt2spk)
+    alignments = align_utterances(previous, [Utterance(u.utt, before[u.utt], u.words)
+                                             for u in utts_raw],
+                                  cfg.silence_prob, cfg.align_acoustic_scale, cfg.align_beam,
+                                  cfg.align_retry_beam)
+    del before
+    spliced = apply_pipeline(raw, features, utt2spk)
+    stats = None
+    for utt, (path, graph) in alignments.items():
+        weights = np.where(graph.context[path, 1] == previous.lexicon.phones.index(SILENCE),
+                           silence_weight, 1.0)
+        stats = accumulate_lda(spliced[utt], graph.pdf[path], stats, weights,
+                               previous.tree.num_pdfs)
+    if stats is None:
+        raise ValueError("no training utterance could be aligned by the previous system")
+    lda = FeatureTransform(estimate_lda(stats, lda_dim))
+    log.info("LDA: %d -> %d dimensions from %d classes, %.0f frames", lda.input_dim, lda.dim,
+             int(np.count_nonzero(stats.counts)), stats.total_count)
+    utts = [Utterance(u.utt, lda.apply(spliced.pop(u.utt)), u.words) for u in utts_raw]
+    tree, gmm = grow_tree(utts, alignments, previous, cfg)
+    step = _MlltStep(lda, set(mllt_iters), silence_pdfs(tree), silence_weight, mllt_passes)
+    result = train_gmm_hmm(utts, previous.lexicon, tree, copy.deepcopy(previous.tm), gmm, cfg,
+                           progress, desc="tri2b", feature_step=step)
+    system = AsrSystem(features, previous.lexicon, tree, result.tm,
+                       GmmAcousticModel(result.gmm), decoding or previous.decoding,
+                       step.transform)
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(TrainResult)}
+    return system, LdaMlltResult(**fields, lda=lda, transform=step.transform,
+                                 mllt_aux=step.aux)
+
+
+class _MlltStep:
+    """The ``feature_step`` of ``train_gmm_hmm`` that re-estimates MLLT at given iterations."""
+
+    def __init__(self, lda: FeatureTransform, iters: set[int], silence: np.ndarray,
+                 silence_weight: float, passes: int):
+        self.transform, self.iters, self.silence = lda, iters, silence
+        self.silence_weight, self.passes = silence_weight, passes
+        self.aux: dict[int, list[float]] = {}
+
+    def __call__(self, it: int, gmm: DiagGmm, feats: np.ndarray, frames: np.ndarray,
+                 pdfs: np.ndarray, weights: np.ndarray) -> tuple[DiagGmm, np.ndarray] | None:
+        if it not in self.iters:
+            return None
+        weights = weights * np.where(self.silence[pdfs], self.silence_weight, 1.0)
+        keep = weights > 0
+        stats = accumulate_mllt(gmm, feats[frames[keep]], pdfs[keep], weights=weights[keep])
+        A, aux = estimate_mllt(stats, iters=self.passes)
+        self.aux[it] = [q / stats.beta for q in aux]
+        log.info("MLLT at iteration %d: auxiliary per frame %.4f -> %.4f over %.0f frames", it,
+                 self.aux[it][0], self.aux[it][-1], stats.beta)
+        mllt = FeatureTransform(A)
+        self.transform = self.transform.followed_by(mllt)
+        return transform_means(gmm, A), mllt.apply(feats)
