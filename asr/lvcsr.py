@@ -45,6 +45,7 @@ from asr.decoder import Decoder, DecoderConfig
 from asr.experiment import Experiment
 from asr.features import FeatureConfig
 from asr.fileio import atomic_dir, write_json, write_text
+from asr.gmm.lda_mllt import LdaMlltConfig
 from asr.gmm.systems import HmmConfig
 from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
@@ -225,7 +226,7 @@ def decode_lattices(ex: Experiment, system: str, names: list[str], cfg: DecoderC
     decoder = Decoder(graph, cfg)
     out = {}
     for name in names:
-        feats = (features or ex).load_features(name, model.features)
+        feats = (features or ex).load_features(name, model)    # pipeline + transform
         lattices, frames = {}, 0
         start = time.perf_counter()
         for utt in tqdm(sorted(feats), desc=f"decode {name}", disable=not ex.progress,
@@ -484,6 +485,8 @@ class LvcsrSettings:
     tri: GmmTrainConfig = field(default_factory=lambda: GmmTrainConfig(
         num_leaves=2000, max_gaussians=10000, num_iters=35, mixup_iters=25,
         realign_iters=[10, 20, 30]))
+    tri2b: LdaMlltConfig = field(default_factory=lambda: LdaMlltConfig(
+        num_leaves=2000, max_gaussians=10000))
     dnn_features: FeatureConfig = field(default_factory=lambda: FeatureConfig(
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
     dnn: NnetConfig = field(default_factory=NnetConfig)
@@ -497,10 +500,13 @@ class LvcsrSettings:
         lm_weights=[2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0]))
 
     def __post_init__(self):
-        unknown = sorted(set(self.systems) - {"mono", "tri", "dnn"})
+        unknown = sorted(set(self.systems) - {"mono", "tri", "tri2b", "dnn"})
         if unknown or "mono" not in self.systems:
-            raise ValueError(f"systems must include 'mono' and be among mono, tri, dnn; got "
-                             f"{self.systems}")
+            raise ValueError(f"systems must include 'mono' and be among mono, tri, tri2b, dnn; "
+                             f"got {self.systems}")
+        if "tri2b" in self.systems and "tri" not in self.systems:
+            raise ValueError("tri2b (LDA+MLLT) trains on the triphone system's alignments: "
+                             "systems with 'tri2b' need 'tri'")
         if "dnn" in self.systems and "tri" not in self.systems:
             raise ValueError("the hybrid trains on the triphone system's alignments: "
                              "systems with 'dnn' need 'tri'")
@@ -522,9 +528,11 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     folder)`` returns the folder holding the subsets and the LM text, ``notes(settings)``
     the corpus's paragraph of RESULTS.md.
 
-    Stages: 0 data, 1 lang + LMs, 2 features, 3 monophone, 4 triphone, 5 hybrid,
-    6 graphs, 7 decode (lattices, dev-chosen weights, rescoring), 8 results.
+    Stages: 0 data, 1 lang + LMs, 2 features, 3 monophone, 4 triphone (tri, then tri2b:
+    LDA+MLLT, with its own done-marker), 5 hybrid, 6 graphs, 7 decode (lattices,
+    dev-chosen weights, rescoring), 8 results.
     """
+    from asr.gmm.lda_mllt import train_lda_mllt
     from asr.gmm.systems import align_utterances, train_monophone, train_triphone
     from asr.nnet import pdf_targets, train_hybrid
     from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_record, run_stages,
@@ -541,7 +549,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     write_settings(ex.exp, s)
     sets = {"train": s.train, "dev": s.dev, "test": s.test}
     root: list[Path] = []
-    gmms = [name for name in ("mono", "tri") if name in s.systems]
+    gmms = [name for name in ("mono", "tri", "tri2b") if name in s.systems]
 
     def check():
         root.append(find_corpus(args.corpus, args.data / "downloads"))
@@ -576,10 +584,17 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                                        s.decode, progress=ex.progress)
             system.save(ex.system_dir("tri"))
 
+    def tri2b():
+        if "tri2b" in s.systems:
+            system, _ = train_lda_mllt(ex.utterances("train", raw=True), ex.load_system("tri"),
+                                       s.tri2b, ex.data_dir("train").utt2spk, s.decode,
+                                       progress=ex.progress)
+            system.save(ex.system_dir("tri2b"))
+
     def dnn():
         if "dnn" in s.systems:
             gmm = ex.load_system("tri")
-            targets = pdf_targets(align_utterances(gmm, ex.utterances("train")))
+            targets = pdf_targets(align_utterances(gmm, ex.utterances("train", gmm)))
             train_hybrid(ex_dnn.utterances("train"), targets, gmm, s.dnn_features, s.dnn,
                          ex.system_dir("dnn_train"), ex.progress).save(ex.system_dir("dnn"))
 
@@ -611,7 +626,8 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
 
     stages = [Stage(0, "data", data, check=check), Stage(1, "lang", lang),
               Stage(2, "features", features), Stage(3, "train_mono", mono),
-              Stage(4, "train_tri", tri), Stage(5, "train_dnn", dnn), Stage(6, "graphs", graphs),
+              Stage(4, "train_tri", tri), Stage(4, "train_tri2b", tri2b),
+              Stage(5, "train_dnn", dnn), Stage(6, "graphs", graphs),
               Stage(7, "decode", decode), Stage(8, "results", results)]
     run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
                clean=[ex.data, ex.results])

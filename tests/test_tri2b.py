@@ -22,7 +22,7 @@ def systems(tmp_path_factory, shared_data):
     from asr.data import DataDir, prepare_fsdd_connected
     from asr.decoder import DecoderConfig
     from asr.features import FeatureConfig, apply_pipeline, compute_archive_in_memory
-    from asr.gmm.lda_mllt import train_lda_mllt
+    from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
     from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
     from asr.gmm.train import GmmTrainConfig
     from asr.lexicon import Lexicon
@@ -44,8 +44,8 @@ def systems(tmp_path_factory, shared_data):
                              realign_iters=[6, 10])
     tri, _ = train_triphone(utts, mono, tri_cfg, decoding, progress=False)
     raw_utts = [Utterance(u, raw[u], train.text[u]) for u in train.utts]
-    tri2b, result = train_lda_mllt(raw_utts, tri, tri_cfg, lda_dim=40, mllt_iters=MLLT_ITERS,
-                                   utt2spk=train.utt2spk, progress=False)
+    tri2b_cfg = LdaMlltConfig(**dataclasses.asdict(tri_cfg), mllt_iters=MLLT_ITERS)
+    tri2b, result = train_lda_mllt(raw_utts, tri, tri2b_cfg, train.utt2spk, progress=False)
     tri.save(root / "tri")
     tri2b.save(root / "tri2b")
     test_raw = compute_archive_in_memory(test.wavs, cfg, progress=False)

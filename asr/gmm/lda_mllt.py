@@ -16,9 +16,10 @@ The result is an :class:`~asr.system.AsrSystem` whose ``features`` are the splic
 features (deltas 0) and whose ``transform`` is the composed (lda_dim, 7 D) matrix, saved as
 ``transform.npz`` in the model directory; ``AsrSystem.model_input`` applies both.
 
+>>> cfg = LdaMlltConfig(num_leaves=2000, max_gaussians=10000)               # doctest: +SKIP
 >>> raw = ex.utterances("train", raw=True)                                  # doctest: +SKIP
->>> tri2b, res = train_lda_mllt(raw, ex.load_system("tri"), cfg, utt2spk=data.utt2spk)  # doctest: +SKIP
->>> res.mllt_aux[2]          # Q(A) per est-mllt pass at iteration 2, never decreasing  # doctest: +SKIP
+>>> tri2b, res = train_lda_mllt(raw, ex.load_system("tri"), cfg, data.utt2spk)  # doctest: +SKIP
+>>> res.mllt_aux[2]      # Q(A) per frame after each est-mllt pass  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
-
 import numpy as np
 
 from asr.decoder import DecoderConfig
@@ -46,6 +45,31 @@ from asr.transforms import (FeatureTransform, accumulate_lda, accumulate_mllt, e
 log = logging.getLogger(__name__)
 
 KALDI_MLLT_ITERS = (2, 4, 6, 12)
+
+
+@dataclass
+class LdaMlltConfig(GmmTrainConfig):
+    """Settings of tri2b (a ``[tri2b]`` table): a triphone's, plus the front end's.
+
+    Defaults follow ``steps/train_lda_mllt.sh``: 35 iterations, realignment at 10, 20, 30,
+    MLLT at 2, 4, 6, 12, +-3 frames spliced, LDA to 40 dimensions, silence weight 0.
+    """
+
+    num_iters: int = 35
+    mixup_iters: int = 25
+    realign_iters: list[int] = field(default_factory=lambda: [10, 20, 30])
+    lda_dim: int = 40                    # at most the previous system's pdfs minus one
+    mllt_iters: list[int] = field(default_factory=lambda: list(KALDI_MLLT_ITERS))
+    splice: int = 3                      # frames of context each side (7 frames in all)
+    silence_weight: float = 0.0          # of silence frames in the LDA and MLLT statistics
+    mllt_passes: int = 10                # row-update passes of each estimate_mllt
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lda_dim < 1 or self.splice < 0 or self.mllt_passes < 1:
+            raise ValueError("lda_dim and mllt_passes must be positive, splice >= 0")
+        if not 0.0 <= self.silence_weight <= 1.0:
+            raise ValueError(f"silence_weight must lie in [0, 1], got {self.silence_weight}")
 
 
 @dataclass
@@ -79,11 +103,8 @@ def silence_pdfs(tree: ContextTree, phone: int = 0) -> np.ndarray:
 
 
 def train_lda_mllt(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrainConfig,
-                   lda_dim: int = 40, mllt_iters: Sequence[int] = KALDI_MLLT_ITERS,
-                   splice: int = 3, utt2spk: dict[str, str] | None = None,
-                   silence_weight: float = 0.0, mllt_passes: int = 10,
-                   decoding: DecoderConfig | None = None, progress: bool = True
-                   ) -> tuple[AsrSystem, LdaMlltResult]:
+                   utt2spk: dict[str, str] | None = None, decoding: DecoderConfig | None = None,
+                   progress: bool = True) -> tuple[AsrSystem, LdaMlltResult]:
     """Train tri2b on ``previous``'s alignments; see the module docstring.
 
     Parameters
@@ -92,17 +113,14 @@ def train_lda_mllt(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrain
         ``Experiment.utterances(name, raw=True)``); CMVN is applied here, by ``previous``'s
         settings, with ``utt2spk`` for per-speaker CMVN.
     previous : the system whose alignments give the LDA classes and the tree's statistics.
-    cfg : tree size, Gaussians, iterations and realignment schedule, as for a triphone.
-    lda_dim : LDA output dimension (Kaldi: 40); at most the previous system's pdfs minus one.
-    mllt_iters : iterations (counting from 1) at which MLLT is re-estimated.
-    splice : frames of context on each side (Kaldi: 3, i.e. 7 frames).
-    silence_weight : weight of silence frames in the LDA and MLLT statistics (Kaldi: 0).
-    mllt_passes : row-update passes of each ``estimate_mllt``.
+    cfg : an :class:`LdaMlltConfig` (a plain ``GmmTrainConfig`` gets its front-end defaults).
     """
+    if not isinstance(cfg, LdaMlltConfig):
+        cfg = LdaMlltConfig(**dataclasses.asdict(cfg))
     if cfg.num_leaves <= 0:
         raise ValueError("an LDA+MLLT system needs num_leaves > 0")
-    features = dataclasses.replace(previous.features, deltas=0, splice_left=splice,
-                                   splice_right=splice)
+    features = dataclasses.replace(previous.features, deltas=0, splice_left=cfg.splice,
+                                   splice_right=cfg.splice)
     raw = {u.utt: u.feats for u in utts_raw}
     before = previous.model_input(raw, utt2spk)
     alignments = align_utterances(previous, [Utterance(u.utt, before[u.utt], u.words)
@@ -114,17 +132,18 @@ def train_lda_mllt(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrain
     stats = None
     for utt, (path, graph) in alignments.items():
         weights = np.where(graph.context[path, 1] == previous.lexicon.phones.index(SILENCE),
-                           silence_weight, 1.0)
+                           cfg.silence_weight, 1.0)
         stats = accumulate_lda(spliced[utt], graph.pdf[path], stats, weights,
                                previous.tree.num_pdfs)
     if stats is None:
         raise ValueError("no training utterance could be aligned by the previous system")
-    lda = FeatureTransform(estimate_lda(stats, lda_dim))
+    lda = FeatureTransform(estimate_lda(stats, cfg.lda_dim))
     log.info("LDA: %d -> %d dimensions from %d classes, %.0f frames", lda.input_dim, lda.dim,
              int(np.count_nonzero(stats.counts)), stats.total_count)
     utts = [Utterance(u.utt, lda.apply(spliced.pop(u.utt)), u.words) for u in utts_raw]
     tree, gmm = grow_tree(utts, alignments, previous, cfg)
-    step = _MlltStep(lda, set(mllt_iters), silence_pdfs(tree), silence_weight, mllt_passes)
+    step = _MlltStep(lda, set(cfg.mllt_iters), silence_pdfs(tree), cfg.silence_weight,
+                     cfg.mllt_passes)
     result = train_gmm_hmm(utts, previous.lexicon, tree, copy.deepcopy(previous.tm), gmm, cfg,
                            progress, desc="tri2b", feature_step=step)
     system = AsrSystem(features, previous.lexicon, tree, result.tm,
