@@ -9,7 +9,13 @@ beam-delta, in one process:
   (a start state, one state per HMM state whose incoming arcs consume a frame with its pdf,
   words on the arcs entering a word's first state), and the GMM scores of the test set;
 - **loop**: a synthetic word loop shaped like a small HCLG (``--words`` words of 1-3
-  three-state HMMs, self-loops, epsilon exits) with scores that favour one random path.
+  three-state HMMs, self-loops, epsilon exits) with scores that favour one random path;
+- **sotu** (with ``--exp`` and ``--data``, instead of the two above, in a section of its
+  own): the large-vocabulary case. The sotu recipe's monophone system (``EXP/sotu/mono``),
+  its trigram HCLG from the recipe's graph cache (``EXP/sotu/graphs``, built by stage 6)
+  and the GMM scores of its test set, searched with the recipe's decode settings (beam 13,
+  max-active 7000). Besides the search alone, it times the whole decode of the test set
+  including acoustic scoring (GMM log-likelihoods), for the best path and for lattices.
 
 Kaldi reads column ``k - 1`` for input label ``k`` (``DecodableCtc``), so it is given the
 matrix ``acoustic_scale * loglik[:, label_pdf[1:]]``, built before timing starts; asr reads
@@ -18,13 +24,38 @@ difference of best-path costs, decoding time per set (median of interleaved roun
 real-time factor at 100 frames per second, and the paired speed ratio.
 
     python benchmarks/bench_decoder.py [--rounds N] [--words N] [--work DIR]
+    python benchmarks/bench_decoder.py --exp EXP --data DATA [--rounds N]
+
+Every thread pool (OpenMP, MKL, OpenBLAS, numba) is held to ``--threads`` (default 1).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+
+def _threads_from_argv() -> int:
+    """``--threads`` before anything is imported: thread pools read their sizes at load."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return 1
+
+
+if _threads_from_argv() > 0:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                 "NUMBA_NUM_THREADS"):
+        os.environ[_var] = str(_threads_from_argv())
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -32,7 +63,7 @@ from _harness import REPO, cli, interleave, limit_threads, log, machine, table, 
 
 import numpy as np  # noqa: E402
 
-from asr.decoder.faster import FasterDecoder, SearchConfig  # noqa: E402
+from asr.decoder.faster import NO_LIMIT, FasterDecoder, SearchConfig  # noqa: E402
 from asr.experiment import Experiment  # noqa: E402
 from asr.graph import FstArrays  # noqa: E402
 
@@ -40,6 +71,7 @@ import kaldi_decoder  # noqa: E402
 import kaldifst  # noqa: E402
 
 BEGIN, END = "<!-- begin: decoder -->", "<!-- end: decoder -->"
+LV_BEGIN, LV_END = "<!-- begin: decoder-lvcsr -->", "<!-- end: decoder-lvcsr -->"
 
 
 def yesno_set(work: Path):
@@ -101,6 +133,47 @@ def kaldi_decode(decoder, scaled: np.ndarray) -> tuple[list[int], float]:
     return list(olabels), weight.value1 + weight.value2
 
 
+def kaldi_best(decoder, scaled: np.ndarray):
+    """(words, cost, best-path lattice) of Kaldi's search; cost as Kaldi sums it (float32)."""
+    decoder.decode(kaldi_decoder.DecodableCtc(scaled))
+    ok, lattice = decoder.get_best_path()
+    if not ok:
+        return [], np.inf, None
+    _, _, olabels, weight = kaldifst.get_linear_symbol_sequence(lattice)
+    return list(olabels), weight.value1 + weight.value2, lattice
+
+
+def lattice_path_cost(lattice) -> float:
+    """Total cost (graph + acoustic) of a linear Kaldi lattice, its float32 arc weights
+    summed in float64: the binary ``vector`` form parsed (kaldifst has no arc iterator for
+    lattices), states in order."""
+    fd, name = tempfile.mkstemp(suffix=".lat")
+    os.close(fd)
+    try:
+        lattice.write(name)
+        data = open(name, "rb").read()
+    finally:
+        os.unlink(name)
+    pos = 4
+    for _ in range(2):                              # fst type, arc type
+        (n,) = struct.unpack_from("<i", data, pos)
+        pos += 4 + n
+    _, _, _, start, num_states, _ = struct.unpack_from("<iiQqqq", data, pos)
+    pos += 40
+    total, state_ends = 0.0, []
+    arc = np.dtype([("ilabel", "<i4"), ("olabel", "<i4"), ("w", "<f4", 2), ("next", "<i4")])
+    for _ in range(num_states):
+        final = np.frombuffer(data, "<f4", 2, pos)
+        (narcs,) = struct.unpack_from("<q", data, pos + 8)
+        pos += 16
+        arcs = np.frombuffer(data, arc, narcs, pos)
+        pos += 20 * narcs
+        total += float(arcs["w"].astype(np.float64).sum())
+        if np.isfinite(final).all():
+            total += float(final.astype(np.float64).sum())
+    return total
+
+
 def compare(name: str, fst: FstArrays, label_pdf: np.ndarray, scores: list[np.ndarray],
             cfg: SearchConfig, rounds: int) -> list[str]:
     ours = FasterDecoder(fst, label_pdf, cfg)
@@ -137,6 +210,209 @@ def compare(name: str, fst: FstArrays, label_pdf: np.ndarray, scores: list[np.nd
             f"{timings.paired_ratio('kaldi', 'asr'):.2f}×"]
 
 
+# ----------------------------------------------------------------------------- large vocabulary
+
+def sotu_set(exp: Path, data: Path):
+    """(system, graph, decode settings, {utt: features}) of the sotu recipe's monophone
+    system under ``exp``/``data``, its graph read from the recipe's graph cache."""
+    from asr.decoder import DecoderConfig
+    from asr.settings import from_dict
+
+    root = exp / "sotu"
+    if not (root / ".done/06-graphs").exists():
+        raise SystemExit(f"{root} has no decoding graphs yet (recipes/sotu/run.py stage 6 "
+                         f"writes {root / '.done/06-graphs'} when they are built)")
+    ex = Experiment("sotu", data, exp, exp, None, progress=False)
+    system = ex.load_system("mono")
+    settings = json.loads((root / "settings.json").read_text(encoding="utf-8"))
+    cfg = from_dict(DecoderConfig, settings["decode"])       # the recipe's decode settings
+    order = settings.get("lm", {}).get("order", 3)
+    cfg = dataclasses.replace(cfg, grammar=str((root / "lm" / f"{order}gram.arpa").resolve()))
+    graph = system.graph(cfg, cache=ex.graph_cache)
+    feats = ex.load_features("test", system.features)
+    return system, graph, cfg, {u: feats[u] for u in sorted(feats)}, settings_changes(settings)
+
+
+def settings_changes(settings: dict) -> list[str]:
+    """``key = value`` for each setting of a run that differs from recipes/sotu/settings.toml."""
+    from asr.lvcsr import LvcsrSettings
+    from asr.settings import load_settings, to_dict
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                       else {prefix + key: value})
+        return out
+
+    recipe = flat(to_dict(load_settings(REPO / "recipes/sotu/settings.toml", LvcsrSettings)))
+    run = flat(settings)
+    return [f"{key} = {json.dumps(run.get(key))} (recipe: {json.dumps(recipe.get(key))})"
+            for key in sorted(set(recipe) | set(run)) if recipe.get(key) != run.get(key)]
+
+
+def compare_lvcsr(system, graph, cfg, feats: dict, rounds: int) -> dict:
+    """One run over the test set, interleaved: scoring alone, asr's and Kaldi's searches on
+    the same score matrices, and asr's whole decode (scoring + search; best path and
+    lattices). Returns the numbers of the section."""
+    search = cfg.search()
+    model, fst, label_pdf = system.model, graph.fst, graph.label_pdf
+    ours = FasterDecoder(fst, label_pdf, search)
+    log(f"graph {fst.num_states} states, {fst.num_arcs} arcs: converting for Kaldi")
+    kaldi_fst = fst.to_kaldifst()        # the decoder keeps a reference only: hold it here
+    kaldi = kaldi_decoder.FasterDecoder(kaldi_fst, kaldi_decoder.FasterDecoderOptions(
+        beam=search.beam, max_active=search.max_active, min_active=search.min_active,
+        beam_delta=search.beam_delta))
+    utts = list(feats)
+    scores = [model.log_likelihoods(feats[u]) for u in utts]
+    # Kaldi reads column k - 1 for input label k: the scaled matrix, built before timing
+    scaled = [np.ascontiguousarray(search.acoustic_scale * s[:, label_pdf[1:]],
+                                   dtype=np.float32) for s in scores]
+    shortest = int(np.argmin([len(s) for s in scores]))
+    ours.decode(scores[shortest])                 # compiled (or loaded) before timing
+    ours.decode_lattice(scores[shortest])
+    kaldi_best(kaldi, scaled[shortest])
+    out = {}
+
+    def run(name, fn, items):
+        out[name] = [fn(x) for x in items]
+
+    timings = interleave({
+        "scoring": lambda: run("scoring", model.log_likelihoods, feats.values()),
+        "asr": lambda: run("asr", ours.decode, scores),
+        "kaldi": lambda: run("kaldi", lambda k: kaldi_best(kaldi, k), scaled),
+        "asr decode": lambda: run("asr decode", lambda f: ours.decode(model.log_likelihoods(f)),
+                                  feats.values()),
+        "asr lattice": lambda: run("asr lattice",
+                                   lambda f: ours.decode_lattice(model.log_likelihoods(f)),
+                                   feats.values()),
+    }, rounds, log)
+    spare = {}
+
+    def unlimited(loglik, matrix) -> str:
+        """Both best-path costs without max-active (did max-active part the searches?)."""
+        if "all" not in spare:
+            spare["all"] = FasterDecoder(fst, label_pdf,
+                                         dataclasses.replace(search, max_active=NO_LIMIT))
+        a = spare["all"].decode(loglik)
+        k = kaldi_best(kaldi_decoder.FasterDecoder(kaldi_fst, kaldi_decoder.FasterDecoderOptions(
+            beam=search.beam, max_active=NO_LIMIT, min_active=search.min_active,
+            beam_delta=search.beam_delta)), matrix)
+        k_cost = lattice_path_cost(k[2]) if k[2] is not None else np.inf
+        return f"asr {a.cost:.3f}, Kaldi {k_cost:.3f}"
+
+    same, worst, worst32, relative, better, worse, differ = 0, 0.0, 0.0, 0.0, 0, 0, []
+    for u, a, (words, cost32, lattice) in zip(utts, out["asr"], out["kaldi"]):
+        cost = lattice_path_cost(lattice) if lattice is not None else np.inf
+        if a.words.tolist() == words:
+            same += 1
+            worst = max(worst, abs(a.cost - cost))
+            worst32 = max(worst32, abs(a.cost - cost32))
+            relative = max(relative, abs(a.cost - cost) / abs(cost))
+        else:
+            better += a.cost < cost
+            worse += a.cost > cost
+            differ.append(f"{u} (asr {a.cost:.3f}, Kaldi {cost:.3f}; without max-active "
+                          f"{unlimited(scores[utts.index(u)], scaled[utts.index(u)])})")
+    lattice_same = sum(a.words.tolist() == r.words.tolist() and abs(a.cost - r.cost) < 1e-6
+                       for a, (r, _) in zip(out["asr"], out["asr lattice"]))
+    lattice_arcs = sum(len(lat.src) for _, lat in out["asr lattice"])
+    frames = sum(len(s) for s in scores)
+    audio = frames / 100.0
+    return {"states": fst.num_states, "arcs": fst.num_arcs, "words": len(graph.words) - 1,
+            "pdfs": scores[0].shape[1], "gaussians": getattr(getattr(model, "gmm", None),
+                                                             "num_gauss", None),
+            "utterances": len(utts), "frames": frames, "audio_s": audio,
+            "beam": search.beam, "max_active": search.max_active,
+            "min_active": search.min_active, "beam_delta": search.beam_delta,
+            "lattice_beam": search.lattice_beam, "acoustic_scale": search.acoustic_scale,
+            "same": same, "max_cost_diff": worst, "max_relative_diff": relative,
+            "max_cost_diff_kaldi_float32_sum": worst32,
+            "asr_lower": int(better), "asr_higher": int(worse), "differ": differ,
+            "lattice_same_best": int(lattice_same), "lattice_arcs_per_frame":
+                lattice_arcs / frames,
+            "seconds": {name: timings.median(name) for name in timings.seconds},
+            "rounds": {name: timings.seconds[name] for name in timings.seconds},
+            "speed_ratio": timings.paired_ratio("kaldi", "asr"),
+            "speed_ratio_best": timings.best_ratio("kaldi", "asr")}
+
+
+def lvcsr_section(r: dict, info: dict, threads: str, rounds: int, changes: list[str]) -> str:
+    sec, audio = r["seconds"], r["audio_s"]
+
+    def rtf(name):
+        return f"{sec[name]:.2f} s (RTF {sec[name] / audio:.4f})"
+
+    n = r["utterances"]
+    rows = [["same words (asr / Kaldi)", f"{r['same']}/{n} ({100 * r['same'] / n:.1f} %)",
+             "≥ 99 %"],
+            ["max \\|best-path cost difference\\| (relative)",
+             f"{r['max_cost_diff']:.1e} ({r['max_relative_diff']:.1e})", "≤ 1e-3"],
+            ["the same, against the total Kaldi reports (summed in float32)",
+             f"{r['max_cost_diff_kaldi_float32_sum']:.1e}", ""],
+            ["where the words differ: asr's cost lower / higher",
+             f"{r['asr_lower']} / {r['asr_higher']}", ""],
+            ["search only, asr", rtf("asr"), ""],
+            ["search only, Kaldi's FasterDecoder", rtf("kaldi"), ""],
+            ["speed, asr / Kaldi (search only; median of paired rounds, best rounds)",
+             f"{r['speed_ratio']:.2f}× ({r['speed_ratio_best']:.2f}×)", "≥ 1.0×"],
+            ["acoustic scoring alone (GMM log-likelihoods)", rtf("scoring"), ""],
+            ["**asr decode: scoring + best-path search**", f"**{rtf('asr decode')}**",
+             "RTF ≤ 0.05"],
+            ["asr decode with lattices: scoring + `decode_lattice`", rtf("asr lattice"), ""],
+            ["Kaldi's search + our scoring (sum of the two medians)",
+             f"{sec['kaldi'] + sec['scoring']:.2f} s (RTF "
+             f"{(sec['kaldi'] + sec['scoring']) / audio:.4f})", ""]]
+    gauss = f", {r['gaussians']:,} Gaussians" if r["gaussians"] else ""
+    differ = ("" if not r["differ"] else
+              " Utterances whose words differ: " + "; ".join(r["differ"][:10])
+              + (" ..." if len(r["differ"]) > 10 else "") + ".")
+    if changes:
+        run = (f"**A reduced run, not the recipe's**: its settings differ from "
+               f"`recipes/sotu/settings.toml` in {'; '.join(changes)}.")
+    else:
+        run = "The run used `recipes/sotu/settings.toml` as it stands."
+    return "\n".join([
+        LV_BEGIN, "## Large vocabulary: asr's decoder beside Kaldi's FasterDecoder on the sotu "
+        "trigram HCLG", "",
+        f"The sotu recipe's monophone system ({r['pdfs']} pdfs{gauss}) and its trigram "
+        f"HCLG over a {r['words']:,}-word vocabulary: **{r['states']:,} states, "
+        f"{r['arcs']:,} arcs**; its test set, {n} utterances, {r['frames']:,} frames "
+        f"({audio / 60:.1f} min of audio). **The speech is synthetic** (State of the Union "
+        f"sentences read by espeak-ng voices), so these are not real-speech numbers. Both "
+        f"searches run in one process on the same graph (handed to Kaldi as a kaldifst "
+        f"StdVectorFst, input label k read from column k - 1 of the scaled matrix, as "
+        f"`DecodableCtc` does) and the same score matrices, the acoustic scale "
+        f"({r['acoustic_scale']:g}) applied once; the recipe's pruning: beam "
+        f"{r['beam']:g}, max-active {r['max_active']}, min-active {r['min_active']}, "
+        f"beam-delta {r['beam_delta']:g} (lattice beam {r['lattice_beam']:g} for "
+        f"`decode_lattice`). {run}", "",
+        f"{rounds} interleaved rounds over the whole test set, medians; threads: {threads} "
+        f"(OpenMP, MKL, OpenBLAS and numba pools); {info['cpu']}, "
+        f"{info['cores']}; load average {info['load']} when it started (another job shared "
+        f"the cores); {info['date']}; commit {info['commit']}.", "",
+        table(["measure", "value", "goal"], rows), "",
+        f"RTF: seconds per second of audio (frames × 0.01 s). The decodes with scoring time "
+        f"everything from the feature matrix (after CMVN and deltas) to the best path or "
+        f"lattice, one utterance after another; reading the graph ({r['arcs']:,} arcs) "
+        f"and the features is not counted. Cost differences are over the utterances with "
+        f"the same words; Kaldi's cost there is its best-path lattice's float32 arc weights "
+        f"summed in float64, as asr sums its path; the next row compares with the total "
+        f"Kaldi reports, which it sums in float32 (at totals near 1e4 a float32 step is "
+        f"1e-3). Where the words differ, the row after says whose path has the lower cost; "
+        f"the higher one is a search error of its search. Both prune to the beam with a "
+        f"cutoff estimated while the frame's tokens are expanded, and max-active keeps the "
+        f"best tokens, so which paths survive depends on the order tokens are visited: "
+        f"Kaldi's follows its token hash list, asr's the order tokens were created. "
+        f"`decode_lattice` returned the same best path as `decode` on "
+        f"{r['lattice_same_best']}/{n} utterances; its lattices hold "
+        f"{r['lattice_arcs_per_frame']:.1f} arcs per frame.{differ}", "",
+        f"Reproduce: `python benchmarks/bench_decoder.py --exp EXP --data DATA --rounds "
+        f"{rounds}`, where `python recipes/sotu/run.py --corpus DIR --exp EXP --data DATA "
+        f"--stop-stage 6` has trained the systems and built their graphs (needs "
+        f"kaldi-decoder).", LV_END, ""])
+
+
 def main() -> None:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None,
@@ -147,9 +423,34 @@ def main() -> None:
                             help="words of the synthetic loop (default 2000)")
         parser.add_argument("--utterances", type=int, default=40,
                             help="utterances of 200-600 frames on the synthetic loop")
+        parser.add_argument("--exp", type=Path, default=None,
+                            help="exp folder of a sotu recipe run (its sotu/mono system and "
+                                 "graph cache); with --data: the large-vocabulary section "
+                                 "instead of the yesno and loop one")
+        parser.add_argument("--data", type=Path, default=None,
+                            help="data folder of the same sotu run (its test set)")
     args = cli(__doc__.splitlines()[0], default_rounds=3, extra=extra)
     info = machine()
     threads = limit_threads(args.threads)
+    if args.threads > 0:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        threads = str(args.threads)
+    if (args.exp is None) != (args.data is None):
+        raise SystemExit("--exp and --data go together")
+    if args.exp is not None:
+        start = time.perf_counter()
+        system, graph, cfg, feats, changes = sotu_set(args.exp, args.data)
+        log(f"loaded in {time.perf_counter() - start:.1f} s")
+        result = compare_lvcsr(system, graph, cfg, feats, args.rounds)
+        text = lvcsr_section(result, info, threads, args.rounds, changes)
+        write_section(REPO / "results/benchmarks.md", LV_BEGIN, LV_END, text)
+        if args.json is not None:
+            args.json.write_text(json.dumps({"machine": info, "settings_changes": changes,
+                                             **result}, indent=1))
+        print(text)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fst, label_pdf, scores, scale = yesno_set(args.work or Path(tmp))
