@@ -60,7 +60,9 @@ def align_utterances(system: AsrSystem, utts: list[Utterance], silence_prob: flo
                      ) -> dict[str, tuple[np.ndarray, object]]:
     """Forced alignment of every utterance: utt -> (node path (T,), its training graph).
 
-    Works for any acoustic model; utterances with no path are left out (and logged).
+    Works for any acoustic model; utterances with no path are left out (and logged). The
+    features must be ``system``'s model input (``system.model_input``, or
+    ``Experiment.utterances(name, system)``), its feature transform applied.
     """
     out = {}
     for u in utts:
