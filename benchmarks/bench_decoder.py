@@ -14,7 +14,8 @@ beam-delta, in one process:
   own): the large-vocabulary case. The sotu recipe's monophone system (``EXP/sotu/mono``),
   its trigram HCLG from the recipe's graph cache (``EXP/sotu/graphs``, built by stage 6)
   and the GMM scores of its test set, searched with the recipe's decode settings (beam 13,
-  max-active 7000). Besides the search alone, it times the whole decode of the test set
+  max-active 7000; ``--graph-cache DIR`` compiles the graph there when the recipe has not
+  yet). Besides the search alone, it times the whole decode of the test set
   including acoustic scoring (GMM log-likelihoods), for the best path and for lattices.
 
 Kaldi reads column ``k - 1`` for input label ``k`` (``DecodableCtc``), so it is given the
@@ -24,7 +25,7 @@ difference of best-path costs, decoding time per set (median of interleaved roun
 real-time factor at 100 frames per second, and the paired speed ratio.
 
     python benchmarks/bench_decoder.py [--rounds N] [--words N] [--work DIR]
-    python benchmarks/bench_decoder.py --exp EXP --data DATA [--rounds N]
+    python benchmarks/bench_decoder.py --exp EXP --data DATA [--rounds N] [--graph-cache DIR]
 
 Every thread pool (OpenMP, MKL, OpenBLAS, numba) is held to ``--threads`` (default 1).
 """
@@ -212,29 +213,37 @@ def compare(name: str, fst: FstArrays, label_pdf: np.ndarray, scores: list[np.nd
 
 # ----------------------------------------------------------------------------- large vocabulary
 
-def sotu_set(exp: Path, data: Path):
-    """(system, graph, decode settings, {utt: features}) of the sotu recipe's monophone
-    system under ``exp``/``data``, its graph read from the recipe's graph cache."""
+def sotu_set(exp: Path, data: Path, graph_cache: Path | None = None):
+    """(system, graph, decode settings, {utt: features}, settings changes) of the sotu
+    recipe's monophone system under ``exp``/``data``, its graph read from the recipe's graph
+    cache (or from ``graph_cache``, where it is built first when absent)."""
     from asr.decoder import DecoderConfig
     from asr.settings import from_dict
 
     root = exp / "sotu"
-    if not (root / ".done/06-graphs").exists():
+    if not (root / ".done/03-train_mono").exists():
+        raise SystemExit(f"{root} has no trained monophone system yet (recipes/sotu/run.py "
+                         f"stage 3)")
+    if graph_cache is None and not (root / ".done/06-graphs").exists():
         raise SystemExit(f"{root} has no decoding graphs yet (recipes/sotu/run.py stage 6 "
-                         f"writes {root / '.done/06-graphs'} when they are built)")
+                         f"writes {root / '.done/06-graphs'} when they are built); "
+                         f"--graph-cache DIR builds the graph there instead")
     ex = Experiment("sotu", data, exp, exp, None, progress=False)
     system = ex.load_system("mono")
     settings = json.loads((root / "settings.json").read_text(encoding="utf-8"))
     cfg = from_dict(DecoderConfig, settings["decode"])       # the recipe's decode settings
     order = settings.get("lm", {}).get("order", 3)
     cfg = dataclasses.replace(cfg, grammar=str((root / "lm" / f"{order}gram.arpa").resolve()))
-    graph = system.graph(cfg, cache=ex.graph_cache)
+    start = time.perf_counter()
+    graph = system.graph(cfg, cache=graph_cache or ex.graph_cache)
+    log(f"graph read (or built) in {time.perf_counter() - start:.1f} s")
     feats = ex.load_features("test", system.features)
     return system, graph, cfg, {u: feats[u] for u in sorted(feats)}, settings_changes(settings)
 
 
 def settings_changes(settings: dict) -> list[str]:
-    """``key = value`` for each setting of a run that differs from recipes/sotu/settings.toml."""
+    """``key = value`` for each setting of a run that differs from recipes/sotu/settings.toml
+    (settings the run does not know, added to the recipe after it, are left out)."""
     from asr.lvcsr import LvcsrSettings
     from asr.settings import load_settings, to_dict
 
@@ -248,7 +257,7 @@ def settings_changes(settings: dict) -> list[str]:
     recipe = flat(to_dict(load_settings(REPO / "recipes/sotu/settings.toml", LvcsrSettings)))
     run = flat(settings)
     return [f"{key} = {json.dumps(run.get(key))} (recipe: {json.dumps(recipe.get(key))})"
-            for key in sorted(set(recipe) | set(run)) if recipe.get(key) != run.get(key)]
+            for key in sorted(run) if recipe.get(key) != run[key]]
 
 
 def compare_lvcsr(system, graph, cfg, feats: dict, rounds: int) -> dict:
@@ -337,7 +346,8 @@ def compare_lvcsr(system, graph, cfg, feats: dict, rounds: int) -> dict:
             "speed_ratio_best": timings.best_ratio("kaldi", "asr")}
 
 
-def lvcsr_section(r: dict, info: dict, threads: str, rounds: int, changes: list[str]) -> str:
+def lvcsr_section(r: dict, info: dict, threads: str, rounds: int, changes: list[str],
+                  own_cache: bool) -> str:
     sec, audio = r["seconds"], r["audio_s"]
 
     def rtf(name):
@@ -367,6 +377,9 @@ def lvcsr_section(r: dict, info: dict, threads: str, rounds: int, changes: list[
     differ = ("" if not r["differ"] else
               " Utterances whose words differ: " + "; ".join(r["differ"][:10])
               + (" ..." if len(r["differ"]) > 10 else "") + ".")
+    source = (" The graph was compiled by this script from the run's system and G (the "
+              "recipe's `decoding_graph`, the same cache key as its stage 6 graph) into a "
+              "cache of its own." if own_cache else "")
     if changes:
         run = (f"**A reduced run, not the recipe's**: its settings differ from "
                f"`recipes/sotu/settings.toml` in {'; '.join(changes)}.")
@@ -386,7 +399,7 @@ def lvcsr_section(r: dict, info: dict, threads: str, rounds: int, changes: list[
         f"({r['acoustic_scale']:g}) applied once; the recipe's pruning: beam "
         f"{r['beam']:g}, max-active {r['max_active']}, min-active {r['min_active']}, "
         f"beam-delta {r['beam_delta']:g} (lattice beam {r['lattice_beam']:g} for "
-        f"`decode_lattice`). {run}", "",
+        f"`decode_lattice`). {run}{source}", "",
         f"{rounds} interleaved rounds over the whole test set, medians; threads: {threads} "
         f"(OpenMP, MKL, OpenBLAS and numba pools); {info['cpu']}, "
         f"{info['cores']}; load average {info['load']} when it started (another job shared "
@@ -408,9 +421,9 @@ def lvcsr_section(r: dict, info: dict, threads: str, rounds: int, changes: list[
         f"{r['lattice_same_best']}/{n} utterances; its lattices hold "
         f"{r['lattice_arcs_per_frame']:.1f} arcs per frame.{differ}", "",
         f"Reproduce: `python benchmarks/bench_decoder.py --exp EXP --data DATA --rounds "
-        f"{rounds}`, where `python recipes/sotu/run.py --corpus DIR --exp EXP --data DATA "
-        f"--stop-stage 6` has trained the systems and built their graphs (needs "
-        f"kaldi-decoder).", LV_END, ""])
+        f"{rounds}{' --graph-cache DIR' if own_cache else ''}`, where `python recipes/sotu/run.py --corpus DIR --exp EXP --data DATA "
+        f"--stop-stage {3 if own_cache else 6}` has trained the systems"
+        f"{'' if own_cache else ' and built their graphs'} (needs kaldi-decoder).", LV_END, ""])
 
 
 def main() -> None:
@@ -429,6 +442,10 @@ def main() -> None:
                                  "instead of the yesno and loop one")
         parser.add_argument("--data", type=Path, default=None,
                             help="data folder of the same sotu run (its test set)")
+        parser.add_argument("--graph-cache", type=Path, default=None,
+                            help="graph cache to read the HCLG from, built there first when "
+                                 "absent (default: the run's EXP/sotu/graphs, which the "
+                                 "recipe's stage 6 must have filled)")
     args = cli(__doc__.splitlines()[0], default_rounds=3, extra=extra)
     info = machine()
     threads = limit_threads(args.threads)
@@ -441,10 +458,11 @@ def main() -> None:
         raise SystemExit("--exp and --data go together")
     if args.exp is not None:
         start = time.perf_counter()
-        system, graph, cfg, feats, changes = sotu_set(args.exp, args.data)
+        system, graph, cfg, feats, changes = sotu_set(args.exp, args.data, args.graph_cache)
         log(f"loaded in {time.perf_counter() - start:.1f} s")
         result = compare_lvcsr(system, graph, cfg, feats, args.rounds)
-        text = lvcsr_section(result, info, threads, args.rounds, changes)
+        text = lvcsr_section(result, info, threads, args.rounds, changes,
+                             args.graph_cache is not None)
         write_section(REPO / "results/benchmarks.md", LV_BEGIN, LV_END, text)
         if args.json is not None:
             args.json.write_text(json.dumps({"machine": info, "settings_changes": changes,
