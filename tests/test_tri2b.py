@@ -49,7 +49,8 @@ def systems(tmp_path_factory, shared_data):
     tri.save(root / "tri")
     tri2b.save(root / "tri2b")
     test_raw = compute_archive_in_memory(test.wavs, cfg, progress=False)
-    return dict(root=root, test=test, test_raw=test_raw, tri=tri, tri2b=tri2b, result=result)
+    return dict(root=root, test=test, test_raw=test_raw, tri=tri, tri2b=tri2b, result=result,
+                mono=mono, utts=utts, tri_cfg=tri_cfg, decoding=decoding)
 
 
 def _wer(system, s):
@@ -163,3 +164,22 @@ def test_a_transform_must_fit_the_pipeline(systems):
     tri2b = systems["tri2b"]
     with pytest.raises(ValueError, match="cannot follow"):
         dataclasses.replace(tri2b, features=systems["tri"].features)
+
+
+def test_a_tree_on_questions_clustered_from_the_data_decodes_as_well(systems, caplog):
+    """questions = "data" adds Kaldi's cluster-phones sets to the phonetic classes."""
+    import logging
+
+    from asr.gmm.systems import train_triphone
+
+    cfg = dataclasses.replace(systems["tri_cfg"], questions="data")
+    with caplog.at_level(logging.INFO, logger="asr.gmm.systems"):
+        tri, _ = train_triphone(systems["utts"], systems["mono"], cfg, systems["decoding"],
+                                progress=False)
+    counts = [int(r.getMessage().split()[2]) for r in caplog.records
+              if r.getMessage().startswith("tree questions:")]
+    classes = len(systems["mono"].lexicon.questions())
+    assert counts and counts[0] > classes          # the clustered sets were added
+    by_data, _ = _wer(tri, systems)
+    by_classes, _ = _wer(systems["tri"], systems)
+    assert by_data.errors <= by_classes.errors + 3, (by_data.line(), by_classes.line())

@@ -17,6 +17,7 @@ from asr.gmm.diag_gmm import DiagGmm, flat_start
 from asr.gmm.model import GmmAcousticModel
 from asr.gmm.train import GmmTrainConfig, TrainResult, train_gmm_hmm
 from asr.hmm.graph import training_graph
+from asr.hmm.questions import derived_questions
 from asr.hmm.transitions import Topology, TransitionModel
 from asr.hmm.tree import ContextStats, ContextTree, build_tree
 from asr.lexicon import Lexicon
@@ -103,7 +104,11 @@ def grow_tree(utts: list[Utterance], alignments: dict[str, tuple[np.ndarray, obj
             path, graph = alignments[u.utt]
             stats.accumulate(graph.context[path], u.feats)
     topo = previous.tm.topology
-    questions = [q for _, q in previous.lexicon.questions()]
+    named = previous.lexicon.questions()
+    if cfg.questions == "data":
+        named = named + derived_questions(stats, previous.lexicon)
+    questions = [q for _, q in named]
+    log.info("tree questions: %d (%s)", len(questions), cfg.questions)
     variance = np.concatenate([u.feats for u in utts]).var(axis=0)
     tree, leaf_stats = build_tree(stats, topo, questions, cfg.num_leaves, cfg.tree_min_count,
                                   var_floor=cfg.var_floor * float(variance.min()))

@@ -55,6 +55,9 @@ class GmmTrainConfig:
     realign_iters: list[int] = field(default_factory=lambda: list(KALDI_MONO_REALIGN))
     num_leaves: int = 0                  # triphone tree size; 0 trains a monophone system
     tree_min_count: float = 50.0         # frames each tree leaf must keep
+    questions: str = "classes"           # tree questions: "classes" (the lexicon's phonetic
+                                         # classes) or "data" (those plus phone sets
+                                         # clustered on the data, Kaldi's cluster-phones)
     min_gaussian_occ: float = 3.0
     min_posterior: float = 1e-5          # Baum-Welch: smaller state posteriors are dropped
     var_floor: float = 0.01              # variance floor, as a fraction of the global variance
@@ -66,6 +69,8 @@ class GmmTrainConfig:
     def __post_init__(self):
         if self.training not in ("viterbi", "baum-welch"):
             raise ValueError(f"training must be 'viterbi' or 'baum-welch', got {self.training!r}")
+        if self.questions not in ("classes", "data"):
+            raise ValueError(f"questions must be 'classes' or 'data', got {self.questions!r}")
         if self.num_iters < 1 or self.max_gaussians < 1:
             raise ValueError("num_iters and max_gaussians must be positive")
 
