@@ -57,9 +57,11 @@ def cmd_decode(args) -> int:
     raw = compute_archive_in_memory({u: str(p) for u, p in data.wavs.items()}, system.features,
                                     progress=not args.no_progress)
     feats = system.model_input(raw, data.utt2spk)
-    hyps = decode_features(system, feats, _decoder_overrides(args, system),
-                           progress=not args.no_progress, graph_cache=args.graph_cache)
     out = Path(args.out)
+    # A speaker-adapted system adapts to the data directory's speakers: out/trans.npz.
+    hyps = decode_features(system, feats, _decoder_overrides(args, system),
+                           progress=not args.no_progress, graph_cache=args.graph_cache,
+                           utt2spk=data.utt2spk, transforms_out=out / "trans.npz")
     write_text_file(out / "hyp.txt", hyps)
     if any(data.text.values()):
         result = compute_wer(data.text, hyps, name=str(out))
@@ -83,9 +85,10 @@ def cmd_transcribe(args) -> int:
     decoder = system.decoder(_decoder_overrides(args, system), cache=args.graph_cache)
     for path in args.files:
         wav, _ = read_wav(path, expected_rate=system.features.sample_rate)
-        # A single file is its own speaker for per-speaker CMVN.
-        feats = system.model_input({"u": compute_features(wav, system.features)}, {"u": "u"})["u"]
-        words = decoder.decode(system.model.log_likelihoods(feats)).words
+        # A single file is its own speaker for per-speaker CMVN and for fMLLR (two passes).
+        feats = system.model_input({"u": compute_features(wav, system.features)}, {"u": "u"})
+        feats, _ = system.adapt(feats, {"u": "u"}, decoder)
+        words = decoder.decode(system.model.log_likelihoods(feats["u"])).words
         print(f"{path} {' '.join(words)}")
     return 0
 
@@ -98,6 +101,8 @@ def cmd_info(args) -> int:
                       "features": dataclasses.asdict(system.features),
                       "transform": None if system.transform is None else
                       [system.transform.dim, system.transform.input_dim],
+                      "adaptation": None if system.adaptation is None else
+                      system.adaptation.settings(),
                       "decoding": dataclasses.asdict(system.decoding)}, indent=2))
     return 0
 

@@ -159,7 +159,9 @@ class Experiment:
 
         ``column`` names the result (default: the test set); ``features`` is the experiment
         whose feature archives the system reads (default: this one). The result is not
-        recorded: the caller gathers a system's results and calls :meth:`record`.
+        recorded: the caller gathers a system's results and calls :meth:`record`. A
+        speaker-adapted system adapts to the test set's speakers (``trans.npz`` in the decode
+        folder).
         """
         model = self.load_system(system)
         data = self.data_dir(test_set)
@@ -169,6 +171,6 @@ class Experiment:
         start = time.perf_counter()
         refs = {u: data.text[u] for u in data.utts if u in feats}   # skipped ones: not scored
         result = decode_and_score(model, feats, refs, out, str(out), cfg, self.progress,
-                                  graph_cache=self.graph_cache)
+                                  graph_cache=self.graph_cache, utt2spk=data.utt2spk)
         return time.perf_counter() - start, result
 

@@ -46,6 +46,7 @@ from asr.experiment import Experiment
 from asr.features import FeatureConfig
 from asr.fileio import atomic_dir, write_json, write_text
 from asr.gmm.lda_mllt import LdaMlltConfig
+from asr.gmm.sat import SatConfig
 from asr.gmm.systems import HmmConfig
 from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
@@ -214,13 +215,18 @@ class LatticeSet:
 
     lattices: dict                 # utt -> asr.decoder.lattice.Lattice
     words: list[str]               # the graph's word symbols
-    seconds: float                 # search + acoustic scoring
+    seconds: float                 # search + acoustic scoring (both passes when adapted)
     frames: int
+    transforms: dict = field(default_factory=dict)   # speaker -> fMLLR W (adapted systems)
 
 
 def decode_lattices(ex: Experiment, system: str, names: list[str], cfg: DecoderConfig,
                     features: Experiment | None = None) -> dict[str, LatticeSet]:
-    """Decode sets into lattices with ``system`` (its graph read once, from the cache)."""
+    """Decode sets into lattices with ``system`` (its graph read once, from the cache).
+
+    A speaker-adapted system (tri3b) first decodes each set's best paths and adapts to its
+    speakers (``AsrSystem.adapt``); the lattices are those of the second pass.
+    """
     model = ex.load_system(system)
     graph = model.graph(cfg, cache=ex.graph_cache)
     decoder = Decoder(graph, cfg)
@@ -229,12 +235,14 @@ def decode_lattices(ex: Experiment, system: str, names: list[str], cfg: DecoderC
         feats = (features or ex).load_features(name, model)    # pipeline + transform
         lattices, frames = {}, 0
         start = time.perf_counter()
+        feats, transforms = model.adapt(feats, ex.data_dir(name).utt2spk, decoder, ex.progress)
         for utt in tqdm(sorted(feats), desc=f"decode {name}", disable=not ex.progress,
                         leave=False):
             scores = model.model.log_likelihoods(feats[utt])
             _, lattices[utt] = decoder.search.decode_lattice(scores)
             frames += len(feats[utt])
-        out[name] = LatticeSet(lattices, graph.words, time.perf_counter() - start, frames)
+        out[name] = LatticeSet(lattices, graph.words, time.perf_counter() - start, frames,
+                               transforms)
     return out
 
 
@@ -247,7 +255,8 @@ def rescore_lattices(lattices: LatticeSet, old_arpa: Path, new_arpa: Path) -> La
     start = time.perf_counter()
     out = {utt: rescore(lat, old, new, words=lattices.words)
            for utt, lat in lattices.lattices.items()}
-    return LatticeSet(out, lattices.words, time.perf_counter() - start, lattices.frames)
+    return LatticeSet(out, lattices.words, time.perf_counter() - start, lattices.frames,
+                      lattices.transforms)
 
 
 def best_paths(lattices: LatticeSet, lm_weight: float, word_penalty: float
@@ -289,6 +298,9 @@ def score_sweep(lattices: LatticeSet, refs: dict[str, list[str]], sweep: SweepCo
         write_details(tmp / "per_utt", per_utterance(refs, hyps))
         write_text(tmp / "wer", result.line() + "\n")
         write_json(tmp / "choice.json", {"lm_weight": chosen[0], "word_penalty": chosen[1]})
+        if lattices.transforms:
+            from asr.transforms.fmllr import save_transforms
+            save_transforms(tmp / "trans.npz", lattices.transforms)
         write_text(tmp / "timing", f"decode_seconds {lattices.seconds:.3f}\n"
                                    f"frames {lattices.frames}\n"
                                    f"real_time_factor {lattices.seconds / audio:.4f}\n")
@@ -487,6 +499,8 @@ class LvcsrSettings:
         realign_iters=[10, 20, 30]))
     tri2b: LdaMlltConfig = field(default_factory=lambda: LdaMlltConfig(
         num_leaves=2000, max_gaussians=10000))
+    tri3b: SatConfig = field(default_factory=lambda: SatConfig(
+        num_leaves=2000, max_gaussians=10000))
     dnn_features: FeatureConfig = field(default_factory=lambda: FeatureConfig(
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
     dnn: NnetConfig = field(default_factory=NnetConfig)
@@ -500,10 +514,13 @@ class LvcsrSettings:
         lm_weights=[2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0]))
 
     def __post_init__(self):
-        unknown = sorted(set(self.systems) - {"mono", "tri", "tri2b", "dnn"})
+        unknown = sorted(set(self.systems) - {"mono", "tri", "tri2b", "tri3b", "dnn"})
         if unknown or "mono" not in self.systems:
-            raise ValueError(f"systems must include 'mono' and be among mono, tri, tri2b, dnn; "
-                             f"got {self.systems}")
+            raise ValueError(f"systems must include 'mono' and be among mono, tri, tri2b, "
+                             f"tri3b, dnn; got {self.systems}")
+        if "tri3b" in self.systems and "tri2b" not in self.systems:
+            raise ValueError("tri3b (SAT) trains on the LDA+MLLT system's alignments and front "
+                             "end: systems with 'tri3b' need 'tri2b'")
         if "tri2b" in self.systems and "tri" not in self.systems:
             raise ValueError("tri2b (LDA+MLLT) trains on the triphone system's alignments: "
                              "systems with 'tri2b' need 'tri'")
@@ -529,10 +546,12 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     the corpus's paragraph of RESULTS.md.
 
     Stages: 0 data, 1 lang + LMs, 2 features, 3 monophone, 4 triphone (tri, then tri2b:
-    LDA+MLLT, with its own done-marker), 5 hybrid, 6 graphs, 7 decode (lattices,
-    dev-chosen weights, rescoring), 8 results.
+    LDA+MLLT, then tri3b: SAT with fMLLR, each with its own done-marker), 5 hybrid (on tri's
+    alignments), 6 graphs, 7 decode (lattices, dev-chosen weights, rescoring; tri3b in two
+    passes, fMLLR per speaker), 8 results.
     """
     from asr.gmm.lda_mllt import train_lda_mllt
+    from asr.gmm.sat import train_sat
     from asr.gmm.systems import align_utterances, train_monophone, train_triphone
     from asr.nnet import pdf_targets, train_hybrid
     from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_record, run_stages,
@@ -549,7 +568,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     write_settings(ex.exp, s)
     sets = {"train": s.train, "dev": s.dev, "test": s.test}
     root: list[Path] = []
-    gmms = [name for name in ("mono", "tri", "tri2b") if name in s.systems]
+    gmms = [name for name in ("mono", "tri", "tri2b", "tri3b") if name in s.systems]
 
     def check():
         root.append(find_corpus(args.corpus, args.data / "downloads"))
@@ -591,6 +610,13 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                                        progress=ex.progress)
             system.save(ex.system_dir("tri2b"))
 
+    def tri3b():
+        if "tri3b" in s.systems:
+            system, _ = train_sat(ex.utterances("train", raw=True), ex.load_system("tri2b"),
+                                  s.tri3b, ex.data_dir("train").utt2spk, s.decode,
+                                  progress=ex.progress)
+            system.save(ex.system_dir("tri3b"))
+
     def dnn():
         if "dnn" in s.systems:
             gmm = ex.load_system("tri")
@@ -627,6 +653,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     stages = [Stage(0, "data", data, check=check), Stage(1, "lang", lang),
               Stage(2, "features", features), Stage(3, "train_mono", mono),
               Stage(4, "train_tri", tri), Stage(4, "train_tri2b", tri2b),
+              Stage(4, "train_tri3b", tri3b),
               Stage(5, "train_dnn", dnn), Stage(6, "graphs", graphs),
               Stage(7, "decode", decode), Stage(8, "results", results)]
     run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,

@@ -9,16 +9,23 @@ Layout of a model directory (everything needed to turn audio into words)::
     transitions.json   the transition model
     decoder.json       default search settings (grammar, beam, scales)
     transform.npz      optional: a feature transform after the pipeline (LDA+MLLT, tri2b)
+    adaptation.json    optional: the system is speaker-adapted (fMLLR, tri3b) and its settings
     acoustic/          the acoustic model's own files (see ``asr.models``)
+    si_acoustic/       optional, with adaptation.json: the speaker-independent "alignment
+                       model" of the first decoding pass (same tree, unadapted features)
 
 What the acoustic model scores is :meth:`AsrSystem.model_input` of the base features (the
 archive's MFCC or fbank): the ``features.json`` pipeline (CMVN, deltas, splicing), then the
 transform if there is one. Every caller goes through it, so none can forget the transform.
+A speaker-adapted system scores that input only after :meth:`AsrSystem.adapt` (a first
+decoding pass, one fMLLR transform per speaker; see ``asr.adaptation``), which every decoding
+path (``asr.evaluate``, ``Experiment.decode``, ``asr.lvcsr``, the ``asr`` command) calls.
 
 Loading checks the format version, that the manifest lists every file above (and at least
 one under ``acoustic/``), and every checksum, so an altered or partly copied directory is
-refused with an error naming the file. A ``transform.npz`` that the manifest does not list
-is refused too (directories written before transforms existed have none and still load).
+refused with an error naming the file. A ``transform.npz`` or ``adaptation.json`` that the
+manifest does not list is refused too (directories written before them have none and still
+load).
 """
 from __future__ import annotations
 
@@ -44,6 +51,8 @@ if TYPE_CHECKING:      # asr.transforms imports asr.gmm; the seam must not (see 
 
 FORMAT_VERSION = 1
 TRANSFORM_FILE = "transform.npz"
+ADAPTATION_FILE = "adaptation.json"
+SI_MODEL_DIR = "si_acoustic"
 REQUIRED_FILES = ("features.json", "lexicon.json", "tree.json", "transitions.json",
                   "decoder.json")
 
@@ -54,6 +63,35 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass
+class SpeakerAdaptation:
+    """How a speaker-adapted system (tri3b) adapts at test time; ``adaptation.json``.
+
+    Kaldi's ``steps/decode_fmllr.sh``: decode with ``si_model`` (or, without one, the system's
+    own model) on the unadapted input, estimate one fMLLR transform per speaker from the best
+    paths' pdfs (silence frames weighted by ``silence_weight``), decode again on the adapted
+    features. A speaker with less than ``min_count`` frames keeps the identity.
+    """
+
+    kind: str = "fmllr"
+    min_count: float = 20.0           # asr.transforms.fmllr.DEFAULT_MIN_COUNT
+    iters: int = 40                   # row-update passes of each estimate
+    silence_weight: float = 0.01      # of silence frames in the test-time statistics
+    si_model: "AcousticModel | None" = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind != "fmllr":
+            raise ValueError(f"speaker adaptation kind {self.kind!r}; expected 'fmllr'")
+        if self.min_count < 0 or self.iters < 1 or not 0.0 <= self.silence_weight <= 1.0:
+            raise ValueError("adaptation needs min_count >= 0, iters >= 1 and silence_weight "
+                             "in [0, 1]")
+
+    def settings(self) -> dict:
+        """The JSON-able settings (everything but the model)."""
+        return {"kind": self.kind, "min_count": self.min_count, "iters": self.iters,
+                "silence_weight": self.silence_weight}
 
 
 @dataclass
@@ -71,11 +109,30 @@ class AsrSystem:
     model: AcousticModel
     decoding: DecoderConfig
     transform: "FeatureTransform | None" = None
+    adaptation: SpeakerAdaptation | None = None
 
     def __post_init__(self) -> None:
         if self.transform is not None and self.transform.input_dim != self.features.dim:
             raise ValueError(f"a feature transform from {self.transform.input_dim} dimensions "
                              f"cannot follow a pipeline giving {self.features.dim}")
+        si = None if self.adaptation is None else self.adaptation.si_model
+        if si is not None and si.num_pdfs != self.model.num_pdfs:
+            raise ValueError(f"a speaker-independent model of {si.num_pdfs} pdfs for a system "
+                             f"of {self.model.num_pdfs}")
+
+    def adapt(self, feats: dict[str, np.ndarray], utt2spk: dict[str, str] | None,
+              decoder: Decoder, progress: bool = False
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Model input (:meth:`model_input`) to what this system's model scores.
+
+        A speaker-independent system returns ``feats`` as they are and no transforms; a
+        speaker-adapted one runs the first pass by ``decoder`` and returns the adapted
+        features and speaker id -> fMLLR W (D, D+1); see ``asr.adaptation.adapt_features``.
+        """
+        if self.adaptation is None:
+            return feats, {}
+        from asr.adaptation import adapt_features
+        return adapt_features(self, feats, utt2spk, decoder, progress)
 
     def model_input(self, raw: dict[str, np.ndarray], utt2spk: dict[str, str] | None = None
                     ) -> dict[str, np.ndarray]:
@@ -107,6 +164,11 @@ class AsrSystem:
             write_json(tmp / "decoder.json", dataclasses.asdict(self.decoding))
             if self.transform is not None:
                 self.transform.save(tmp / TRANSFORM_FILE)
+            if self.adaptation is not None:
+                write_json(tmp / ADAPTATION_FILE, self.adaptation.settings())
+                if self.adaptation.si_model is not None:
+                    (tmp / SI_MODEL_DIR).mkdir()
+                    self.adaptation.si_model.save(tmp / SI_MODEL_DIR)
             (tmp / "acoustic").mkdir()
             self.model.save(tmp / "acoustic")
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -145,9 +207,11 @@ class AsrSystem:
             first = unlisted[0] if unlisted else "acoustic/"
             raise ModelError(manifest_path, f"does not list {first}; expected every file of "
                              "the model directory with its sha256")
-        if (directory / TRANSFORM_FILE).exists() and TRANSFORM_FILE not in files:
-            raise ModelError(directory / TRANSFORM_FILE, "not listed in manifest.json; a "
-                             "feature transform must be listed with its sha256")
+        for name, what in ((TRANSFORM_FILE, "feature transform"),
+                           (ADAPTATION_FILE, "speaker adaptation")):
+            if (directory / name).exists() and name not in files:
+                raise ModelError(directory / name, f"not listed in manifest.json; a {what} "
+                                 "must be listed with its sha256")
         for name, digest in sorted(files.items()):
             parts = PurePosixPath(name).parts
             if PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
@@ -175,7 +239,21 @@ class AsrSystem:
         if model.num_pdfs != tree.num_pdfs:
             raise ModelError(directory, f"acoustic model has {model.num_pdfs} pdfs, the tree "
                              f"{tree.num_pdfs}")
-        return cls(features, lexicon, tree, tm, model, decoding, transform)
+        adaptation = None
+        if ADAPTATION_FILE in files:
+            try:
+                adaptation = SpeakerAdaptation(**read_json(directory / ADAPTATION_FILE))
+            except (TypeError, ValueError) as exc:
+                raise ModelError(directory / ADAPTATION_FILE, f"bad adaptation settings: "
+                                 f"{exc}") from None
+            if any(name.startswith(SI_MODEL_DIR + "/") for name in files):
+                adaptation.si_model = model_class(manifest.get("model_type", "")).load(
+                    directory / SI_MODEL_DIR)
+                if adaptation.si_model.num_pdfs != tree.num_pdfs:
+                    raise ModelError(directory / SI_MODEL_DIR, f"speaker-independent model "
+                                     f"has {adaptation.si_model.num_pdfs} pdfs, the tree "
+                                     f"{tree.num_pdfs}")
+        return cls(features, lexicon, tree, tm, model, decoding, transform, adaptation)
 
     def graph(self, cfg: DecoderConfig | None = None, base_dir: Path | None = None,
               cache: Path | None = None):

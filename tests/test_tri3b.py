@@ -1,0 +1,208 @@
+"""tri3b (SAT with fMLLR) on connected FSDD digits with a speaker held out of training:
+it trains, each speaker's fMLLR auxiliary never falls, adapted likelihoods beat unadapted
+ones, two-pass decoding runs the same through the library, a reloaded model directory and
+the ``asr`` command, a speaker with too little data keeps the identity, and the held-out
+speaker's WER is no worse than tri2b's."""
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr.cli import main as cli_main
+from asr.system import AsrSystem
+
+TRAIN_STRINGS, TEST_STRINGS = 150, 50
+HELDOUT = "nicolas"
+FMLLR_ITERS = [2, 4, 6]
+
+
+@pytest.fixture(scope="module")
+def systems(tmp_path_factory, shared_data):
+    """mono -> tri -> tri2b -> tri3b on 150 strings of four speakers (about two minutes)."""
+    from asr.data import DataDir, prepare_fsdd_connected
+    from asr.decoder import DecoderConfig
+    from asr.features import FeatureConfig, apply_pipeline, compute_archive_in_memory
+    from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
+    from asr.gmm.sat import SatConfig, train_sat
+    from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
+    from asr.gmm.train import GmmTrainConfig
+    from asr.lexicon import Lexicon
+    from asr.training import Utterance
+    root = tmp_path_factory.mktemp("tri3b")
+    prepare_fsdd_connected(shared_data / "fsdd", root / "data", TRAIN_STRINGS, TEST_STRINGS,
+                           seed=0, heldout_speaker=HELDOUT)
+    train, test = DataDir.load(root / "data/train"), DataDir.load(root / "data/test")
+    cfg = FeatureConfig(kind="mfcc", deltas=2, cmvn="speaker")
+    raw = compute_archive_in_memory(train.wavs, cfg, progress=False)
+    feats = apply_pipeline(raw, cfg, train.utt2spk)
+    utts = [Utterance(u, feats[u], train.text[u]) for u in train.utts]
+    lexicon = Lexicon.load(Path(__file__).resolve().parents[1] / "data/lexicons/digits.txt")
+    decoding = DecoderConfig(grammar="loop", acoustic_scale=0.1, beam=15.0, self_loop_scale=1.0)
+    mono, _ = train_monophone(utts, lexicon, cfg, HmmConfig(), GmmTrainConfig(
+        num_iters=15, max_gaussians=200, mixup_iters=10,
+        realign_iters=[1, 2, 3, 4, 5, 6, 8, 10, 12, 14]), decoding, progress=False)
+    tri_cfg = GmmTrainConfig(num_iters=12, num_leaves=150, max_gaussians=500, mixup_iters=8,
+                             realign_iters=[6, 10])
+    tri, _ = train_triphone(utts, mono, tri_cfg, decoding, progress=False)
+    raw_utts = [Utterance(u, raw[u], train.text[u]) for u in train.utts]
+    tri2b, _ = train_lda_mllt(raw_utts, tri, LdaMlltConfig(**dataclasses.asdict(tri_cfg),
+                                                          mllt_iters=[2, 4, 6]),
+                              train.utt2spk, progress=False)
+    sat_cfg = SatConfig(**dataclasses.asdict(tri_cfg), fmllr_iters=FMLLR_ITERS)
+    tri3b, result = train_sat(raw_utts, tri2b, sat_cfg, train.utt2spk, progress=False)
+    tri2b.save(root / "tri2b")
+    tri3b.save(root / "tri3b")
+    test_raw = compute_archive_in_memory(test.wavs, cfg, progress=False)
+    return dict(root=root, train=train, test=test, raw=raw, test_raw=test_raw, tri2b=tri2b,
+                tri3b=tri3b, result=result)
+
+
+def _decode(system, s, utt2spk=None, transforms_out=None):
+    from asr.evaluate import decode_features
+    from asr.scoring import compute_wer
+
+    test = s["test"]
+    hyps = decode_features(system, system.model_input(s["test_raw"], test.utt2spk),
+                           progress=False, utt2spk=utt2spk or test.utt2spk,
+                           transforms_out=transforms_out)
+    return compute_wer(test.text, hyps), hyps
+
+
+def test_tri3b_keeps_tri2b_front_end_and_is_speaker_adapted(systems):
+    tri3b, tri2b = systems["tri3b"], systems["tri2b"]
+    assert tri3b.features == tri2b.features
+    np.testing.assert_array_equal(tri3b.transform.linear, tri2b.transform.linear)
+    assert tri3b.adaptation is not None and tri3b.adaptation.silence_weight == 0.01
+    assert tri3b.adaptation.si_model.num_pdfs == tri3b.model.num_pdfs
+    assert tri2b.adaptation is None
+    manifest = json.loads((systems["root"] / "tri3b/manifest.json").read_text())
+    assert "adaptation.json" in manifest["files"]
+    assert any(name.startswith("si_acoustic/") for name in manifest["files"])
+    result = systems["result"]
+    speakers = set(systems["train"].utt2spk.values())
+    assert HELDOUT not in speakers and set(result.transforms) == speakers
+    for W in result.transforms.values():
+        assert W.shape == (40, 41) and not np.allclose(W, np.hstack([np.eye(40),
+                                                                     np.zeros((40, 1))]))
+
+
+def test_fmllr_auxiliary_never_decreases_for_any_speaker(systems):
+    aux = systems["result"].fmllr_aux
+    assert sorted(aux) == [0] + FMLLR_ITERS
+    for it, by_speaker in aux.items():
+        assert set(by_speaker) == set(systems["result"].transforms)
+        for spk, values in by_speaker.items():
+            assert len(values) > 1 and np.all(np.isfinite(values)), (it, spk)
+            assert np.all(np.diff(values) >= -1e-9 * abs(values[0])), (it, spk, values)
+            if it == 0:
+                assert values[-1] > values[0], (spk, values)
+
+
+def test_adapted_likelihoods_beat_unadapted_ones_per_speaker(systems):
+    """Aligned log-likelihood per frame of the SAT model on each speaker's training data:
+    adapted (Jacobian log|det A| included) above unadapted."""
+    from asr.transforms.fmllr import apply_fmllr, fmllr_logdet
+
+    result, tri3b, train = systems["result"], systems["tri3b"], systems["train"]
+    si = tri3b.model_input(systems["raw"], train.utt2spk)
+    gmm = tri3b.model.gmm
+    for spk, utts in train.spk2utt.items():
+        W = result.transforms[spk]
+        adapted = unadapted = frames = 0.0
+        for utt in utts:
+            path = result.alignments.get(utt)
+            if path is None:
+                continue
+            pdfs = result.graphs[utt].pdf[path]
+            rows = np.arange(len(pdfs))
+            adapted += gmm.log_likelihoods(apply_fmllr(W, si[utt]))[rows, pdfs].sum()
+            unadapted += gmm.log_likelihoods(si[utt])[rows, pdfs].sum()
+            frames += len(pdfs)
+        adapted = adapted / frames + fmllr_logdet(W)
+        assert adapted > unadapted / frames, (spk, adapted, unadapted / frames)
+
+
+def test_two_pass_decoding_beats_tri2b_on_a_held_out_speaker(systems, tmp_path):
+    tri2b, _ = _decode(systems["tri2b"], systems)
+    tri3b, _ = _decode(systems["tri3b"], systems, transforms_out=tmp_path / "trans.npz")
+    print(f"held-out speaker {HELDOUT}: tri2b {tri2b.line()}; tri3b {tri3b.line()}")
+    from asr.transforms.fmllr import load_transforms
+    assert set(load_transforms(tmp_path / "trans.npz")) == {HELDOUT}
+    # 50 strings, ~200 words: a couple of errors either way are noise.
+    assert tri3b.wer <= tri2b.wer + 1.5, (tri2b.line(), tri3b.line())
+
+
+def test_reloaded_model_decodes_identically_through_library_experiment_and_cli(
+        systems, tmp_path):
+    from asr.experiment import Experiment
+    from asr.transforms.fmllr import load_transforms
+
+    root = systems["root"]
+    loaded = AsrSystem.load(root / "tri3b")
+    assert loaded.adaptation == systems["tri3b"].adaptation
+    _, expected = _decode(systems["tri3b"], systems, transforms_out=tmp_path / "a.npz")
+    _, hyps = _decode(loaded, systems, transforms_out=tmp_path / "b.npz")
+    assert hyps == expected
+    a, b = load_transforms(tmp_path / "a.npz"), load_transforms(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a[HELDOUT], b[HELDOUT])
+
+    out = tmp_path / "cli"
+    assert cli_main(["decode", "--model", str(root / "tri3b"), "--data", str(root / "data/test"),
+                     "--out", str(out), "--no-progress", "--graph-cache",
+                     str(tmp_path / "graphs")]) == 0
+    cli_hyps = dict(line.split(maxsplit=1) if " " in line else (line, "")
+                    for line in (out / "hyp.txt").read_text().splitlines())
+    assert {u: cli_hyps[u].split() for u in cli_hyps} == expected
+    np.testing.assert_allclose(load_transforms(out / "trans.npz")[HELDOUT], a[HELDOUT],
+                               rtol=1e-6, atol=1e-6)
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/c").symlink_to(root / "data")
+    ex = Experiment("c", tmp_path / "data", tmp_path / "exp", tmp_path / "results",
+                    loaded.features, progress=False)
+    ex.make_features("test")
+    (tmp_path / "exp/c/tri3b").symlink_to(root / "tri3b")
+    _, result = ex.decode("tri3b", "test")
+    decoded = ex.system_dir("tri3b") / "decode_test"
+    assert (decoded / "trans.npz").is_file()
+    ex_hyps = dict(line.split(maxsplit=1) if " " in line else (line, "")
+                   for line in (decoded / "hyp.txt").read_text().splitlines())
+    assert {u: ex_hyps[u].split() for u in ex_hyps} == expected
+
+
+def test_transcribe_adapts_each_file_as_its_own_speaker(systems, capsys, tmp_path):
+    test = systems["test"]
+    utts = sorted(test.utts)[:2]
+    assert cli_main(["transcribe", "--model", str(systems["root"] / "tri3b"), "--graph-cache",
+                     str(tmp_path / "graphs")] + [str(test.wavs[u]) for u in utts]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    # The same as the library with each utterance its own speaker.
+    from asr.evaluate import decode_features
+    tri3b = systems["tri3b"]
+    feats = tri3b.model_input({u: systems["test_raw"][u] for u in utts}, {u: u for u in utts})
+    hyps = decode_features(tri3b, feats, progress=False, utt2spk={u: u for u in utts})
+    for line, utt in zip(lines, utts):
+        assert line.split()[1:] == hyps[utt]
+
+
+def test_a_speaker_with_too_little_data_keeps_the_identity(systems, caplog):
+    from asr.transforms.fmllr import identity_transform
+
+    tri3b, test = systems["tri3b"], systems["test"]
+    utts = sorted(test.utts)
+    short = min(utts, key=lambda u: len(systems["test_raw"][u]))
+    utt2spk = {u: ("tiny" if u == short else HELDOUT) for u in utts}
+    feats = tri3b.model_input({u: systems["test_raw"][u] for u in utts}, test.utt2spk)
+    system = dataclasses.replace(tri3b, adaptation=dataclasses.replace(
+        tri3b.adaptation, min_count=len(feats[short]) + 1.0))
+    with caplog.at_level(logging.WARNING, logger="asr.adaptation"):
+        adapted, transforms = system.adapt(feats, utt2spk, system.decoder())
+    np.testing.assert_array_equal(transforms["tiny"], identity_transform(40))
+    assert not np.allclose(transforms[HELDOUT], identity_transform(40))
+    np.testing.assert_allclose(adapted[short], feats[short], rtol=1e-6, atol=1e-5)
+    assert any("tiny" in r.getMessage() and "identity" in r.getMessage()
+               for r in caplog.records)
