@@ -22,7 +22,7 @@ decoding through ``AsrSystem.adapt`` (``asr.adaptation``).
 >>> cfg = SatConfig(num_leaves=2000, max_gaussians=10000)                   # doctest: +SKIP
 >>> raw = ex.utterances("train", raw=True)                                  # doctest: +SKIP
 >>> tri3b, res = train_sat(raw, ex.load_system("tri2b"), cfg, data.utt2spk)  # doctest: +SKIP
->>> res.fmllr_aux[4]["spk1"]     # Q per frame before and after each row-update pass  # doctest: +SKIP
+>>> res.fmllr_aux[4]["spk1"]     # Q per frame, then after each pass  # doctest: +SKIP
 """
 from __future__ import annotations
 
