@@ -167,30 +167,22 @@ def _compact(tok_prev, tok_arc, n_tok, live_toks):
 
 @numba.njit(cache=True)
 def _search(offsets, eps_end, pdf, arc_cost, nextstate, olabel, final_cost, start, loglik,
-            scale, beam, max_active, min_active, beam_delta, word_end_beam, slot):
+            scale, beam, max_active, min_active, beam_delta, word_end_beam, slot,
+            cur_state, cur_cost, cur_prev, cur_arc, prv_state, prv_cost, prv_tok, prv_word,
+            scratch, stack, on_stack):
     """Token passing over a graph whose arcs leaving each state list epsilons first
     (``offsets[s]:eps_end[s]``) then emitting arcs (``eps_end[s]:offsets[s+1]``).
 
     ``pdf`` (A,) is the pdf of each emitting arc (-1 on epsilons); ``slot`` (S,) is all -1
-    and left so. Returns (arcs of the best path (n,), its total cost, reached_final, tokens
-    held). The per-state arrays are allocated but only touched up to the number of active
-    states, so resident memory follows the active tokens.
+    and left so, as is ``on_stack`` (S,) all False. Returns (arcs of the best path (n,), its
+    total cost, reached_final, tokens held). The other per-state arrays (S,) are the caller's
+    workspace (``cur_prev``: token ids, this frame's are base + j; ``scratch``: float32, as
+    Kaldi partitions floats); one entry per state at most in a frame, so they never grow
+    (arrays reassigned inside the frame loop would cost numba reference counting every
+    frame). They are only touched up to the number of active states, so resident memory
+    follows the active tokens.
     """
-    num_states = final_cost.shape[0]
     T = loglik.shape[0]
-    # one entry per state at most in a frame: the per-frame arrays never grow (arrays that
-    # are reassigned inside the frame loop would cost numba reference counting every frame)
-    cur_state = np.empty(num_states, dtype=np.int32)
-    cur_cost = np.empty(num_states, dtype=np.float64)
-    cur_prev = np.empty(num_states, dtype=np.int64)  # token id (this frame's ids are base + j)
-    cur_arc = np.empty(num_states, dtype=np.int32)
-    prv_state = np.empty(num_states, dtype=np.int32)
-    prv_cost = np.empty(num_states, dtype=np.float64)
-    prv_tok = np.empty(num_states, dtype=np.int64)
-    prv_word = np.empty(num_states, dtype=np.bool_)
-    scratch = np.empty(num_states, dtype=np.float32)   # Kaldi partitions floats
-    stack = np.empty(num_states, dtype=np.int32)
-    on_stack = np.zeros(num_states, dtype=np.bool_)
     tok_prev = np.empty(1 << 16, dtype=np.int64)
     tok_arc = np.empty(tok_prev.shape[0], dtype=np.int32)
     n_tok = 0
@@ -734,13 +726,26 @@ class FasterDecoder:
         self._olabel = np.ascontiguousarray(graph.olabel[self._order])
         self._final = graph.final_cost.astype(np.float64)
         self._slot = np.full(graph.num_states, -1, dtype=np.int32)  # state -> entry; reused
+        self._max_pdf = int(self._pdf.max()) if self._pdf.size else -1   # checked per call
+        self._work: tuple | None = None       # the 1-best search's per-state arrays, reused
 
     def _check(self, loglik: np.ndarray) -> np.ndarray:
         loglik = np.ascontiguousarray(loglik, dtype=np.float32)
-        if self._pdf.size and loglik.shape[0] and self._pdf.max() >= loglik.shape[1]:
-            raise ValueError(f"graph needs pdf {int(self._pdf.max())}, scores have "
+        if loglik.shape[0] and self._max_pdf >= loglik.shape[1]:
+            raise ValueError(f"graph needs pdf {self._max_pdf}, scores have "
                              f"{loglik.shape[1]} columns")
         return loglik
+
+    def _workspace(self) -> tuple:
+        """The per-state arrays of :func:`_search`, allocated on first use and kept: the
+        search touches them only up to the number of active states, and a fresh set per
+        utterance would cost more than a short utterance's search on a large graph."""
+        if self._work is None:
+            n = self.graph.num_states
+            self._work = tuple(np.empty(n, dtype=t) for t in (
+                np.int32, np.float64, np.int64, np.int32, np.int32, np.float64, np.int64,
+                np.bool_, np.float32, np.int32)) + (np.zeros(n, dtype=np.bool_),)
+        return self._work
 
     def _args(self, loglik: np.ndarray) -> tuple:
         cfg = self.cfg
@@ -772,7 +777,7 @@ class FasterDecoder:
         if self.graph.num_states == 0:
             return _no_result()
         loglik = self._check(loglik)
-        path, cost, reached, n_tok = _search(*self._args(loglik))
+        path, cost, reached, n_tok = _search(*self._args(loglik), *self._workspace())
         return self._result(loglik, path, cost, reached, n_tok)
 
     def decode_lattice(self, loglik: np.ndarray) -> tuple[SearchResult, Lattice]:
