@@ -6,6 +6,8 @@ to test, 4-gram rescoring, and the generated RESULTS.md.
 """
 import json
 
+import pytest
+
 from asr.results import load_results
 from conftest import load_recipe
 
