@@ -191,7 +191,20 @@ def _build_graph(system_dir: str, cfg: dict, cache: str) -> dict:
     graph = AsrSystem.load(system_dir).graph(DecoderConfig(**cfg), cache=Path(cache))
     return {"states": graph.fst.num_states, "arcs": graph.fst.num_arcs,
             "seconds": round(time.perf_counter() - start, 1),
-            "peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_mib": round(_peak_rss_kib() / 1024)}
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident set (KiB) since it started its program: Linux's VmHWM
+    (``ru_maxrss`` would also count the memory of the parent it was forked from)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def build_graph(ex: Experiment, system: str, cfg: DecoderConfig) -> dict:

@@ -2,7 +2,7 @@
 
 Checks the large-vocabulary chain's plumbing on real (synthetic-voice) audio: lexicon and
 OOV reports, LMs with perplexity, HCLG per tree, lattices, the dev-chosen weights applied
-to test, 4-gram rescoring, and the generated RESULTS.md.
+to test, rescoring with a higher-order LM, and the generated RESULTS.md.
 """
 import json
 
