@@ -616,19 +616,14 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                                        s.decode, progress=ex.progress)
             system.save(ex.system_dir("tri"))
 
-    def tri2b():
-        if "tri2b" in s.systems:
-            system, _ = train_lda_mllt(ex.utterances("train", raw=True), ex.load_system("tri"),
-                                       s.tri2b, ex.data_dir("train").utt2spk, s.decode,
-                                       progress=ex.progress)
-            system.save(ex.system_dir("tri2b"))
-
-    def tri3b():
-        if "tri3b" in s.systems:
-            system, _ = train_sat(ex.utterances("train", raw=True), ex.load_system("tri2b"),
-                                  s.tri3b, ex.data_dir("train").utt2spk, s.decode,
-                                  progress=ex.progress)
-            system.save(ex.system_dir("tri3b"))
+    def adapted(name: str, train, previous: str):
+        """tri2b (LDA+MLLT on tri's alignments) or tri3b (SAT on tri2b's): both train on
+        the raw base features and keep their own feature transforms."""
+        if name in s.systems:
+            system, _ = train(ex.utterances("train", raw=True), ex.load_system(previous),
+                              getattr(s, name), ex.data_dir("train").utt2spk, s.decode,
+                              progress=ex.progress)
+            system.save(ex.system_dir(name))
 
     def dnn():
         if "dnn" in s.systems:
@@ -665,8 +660,9 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
 
     stages = [Stage(0, "data", data, check=check), Stage(1, "lang", lang),
               Stage(2, "features", features), Stage(3, "train_mono", mono),
-              Stage(4, "train_tri", tri), Stage(4, "train_tri2b", tri2b),
-              Stage(4, "train_tri3b", tri3b),
+              Stage(4, "train_tri", tri),
+              Stage(4, "train_tri2b", lambda: adapted("tri2b", train_lda_mllt, "tri")),
+              Stage(4, "train_tri3b", lambda: adapted("tri3b", train_sat, "tri2b")),
               Stage(5, "train_dnn", dnn), Stage(6, "graphs", graphs),
               Stage(7, "decode", decode), Stage(8, "results", results)]
     run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
