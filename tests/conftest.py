@@ -70,3 +70,44 @@ def sotu_slice(tmp_path_factory) -> Path:
     subprocess.run([str(SYNTH_SOTU), str(out), "--max-speakers", "3"], check=True,
                    capture_output=True, timeout=300)
     return out
+
+
+def train_fsdd_chain(shared_data: Path, root: Path, train_strings: int, test_strings: int,
+                     heldout_speaker: str | None = None, mllt_iters=(2, 4, 6)) -> dict:
+    """mono -> tri -> tri2b on connected FSDD digits (seed 0), as the tri2b and tri3b tests
+    start: the data dirs, raw and processed features, lexicon, settings and systems."""
+    import dataclasses
+
+    from asr.data import DataDir, prepare_fsdd_connected
+    from asr.decoder import DecoderConfig
+    from asr.features import FeatureConfig, apply_pipeline, compute_archive_in_memory
+    from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
+    from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
+    from asr.gmm.train import GmmTrainConfig
+    from asr.lexicon import Lexicon
+    from asr.training import Utterance
+
+    extra = {"heldout_speaker": heldout_speaker} if heldout_speaker else {}
+    prepare_fsdd_connected(shared_data / "fsdd", root / "data", train_strings, test_strings,
+                           seed=0, **extra)
+    train, test = DataDir.load(root / "data/train"), DataDir.load(root / "data/test")
+    cfg = FeatureConfig(kind="mfcc", deltas=2, cmvn="speaker")
+    raw = compute_archive_in_memory(train.wavs, cfg, progress=False)
+    feats = apply_pipeline(raw, cfg, train.utt2spk)
+    utts = [Utterance(u, feats[u], train.text[u]) for u in train.utts]
+    lexicon = Lexicon.load(Path(__file__).resolve().parents[1] / "data/lexicons/digits.txt")
+    decoding = DecoderConfig(grammar="loop", acoustic_scale=0.1, beam=15.0, self_loop_scale=1.0)
+    mono, _ = train_monophone(utts, lexicon, cfg, HmmConfig(), GmmTrainConfig(
+        num_iters=15, max_gaussians=200, mixup_iters=10,
+        realign_iters=[1, 2, 3, 4, 5, 6, 8, 10, 12, 14]), decoding, progress=False)
+    tri_cfg = GmmTrainConfig(num_iters=12, num_leaves=150, max_gaussians=500, mixup_iters=8,
+                             realign_iters=[6, 10])
+    tri, _ = train_triphone(utts, mono, tri_cfg, decoding, progress=False)
+    raw_utts = [Utterance(u, raw[u], train.text[u]) for u in train.utts]
+    tri2b, lda_mllt = train_lda_mllt(raw_utts, tri, LdaMlltConfig(
+        **dataclasses.asdict(tri_cfg), mllt_iters=list(mllt_iters)), train.utt2spk,
+        progress=False)
+    test_raw = compute_archive_in_memory(test.wavs, cfg, progress=False)
+    return dict(root=root, train=train, test=test, raw=raw, raw_utts=raw_utts, utts=utts,
+                test_raw=test_raw, features=cfg, lexicon=lexicon, decoding=decoding,
+                mono=mono, tri=tri, tri_cfg=tri_cfg, tri2b=tri2b, lda_mllt=lda_mllt)

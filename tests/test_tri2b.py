@@ -11,6 +11,7 @@ import pytest
 from asr.cli import main as cli_main
 from asr.errors import ModelError
 from asr.system import AsrSystem
+from conftest import train_fsdd_chain
 
 TRAIN_STRINGS, TEST_STRINGS = 150, 50
 MLLT_ITERS = [2, 4, 6]
@@ -19,38 +20,11 @@ MLLT_ITERS = [2, 4, 6]
 @pytest.fixture(scope="module")
 def systems(tmp_path_factory, shared_data):
     """mono -> tri -> tri2b on 150 connected-digit strings (about a minute on one core)."""
-    from asr.data import DataDir, prepare_fsdd_connected
-    from asr.decoder import DecoderConfig
-    from asr.features import FeatureConfig, apply_pipeline, compute_archive_in_memory
-    from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
-    from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
-    from asr.gmm.train import GmmTrainConfig
-    from asr.lexicon import Lexicon
-    from asr.training import Utterance
-    root = tmp_path_factory.mktemp("tri2b")
-    prepare_fsdd_connected(shared_data / "fsdd", root / "data", TRAIN_STRINGS, TEST_STRINGS,
-                           seed=0)
-    train, test = DataDir.load(root / "data/train"), DataDir.load(root / "data/test")
-    cfg = FeatureConfig(kind="mfcc", deltas=2, cmvn="speaker")
-    raw = compute_archive_in_memory(train.wavs, cfg, progress=False)
-    feats = apply_pipeline(raw, cfg, train.utt2spk)
-    utts = [Utterance(u, feats[u], train.text[u]) for u in train.utts]
-    lexicon = Lexicon.load(Path(__file__).resolve().parents[1] / "data/lexicons/digits.txt")
-    decoding = DecoderConfig(grammar="loop", acoustic_scale=0.1, beam=15.0, self_loop_scale=1.0)
-    mono, _ = train_monophone(utts, lexicon, cfg, HmmConfig(), GmmTrainConfig(
-        num_iters=15, max_gaussians=200, mixup_iters=10,
-        realign_iters=[1, 2, 3, 4, 5, 6, 8, 10, 12, 14]), decoding, progress=False)
-    tri_cfg = GmmTrainConfig(num_iters=12, num_leaves=150, max_gaussians=500, mixup_iters=8,
-                             realign_iters=[6, 10])
-    tri, _ = train_triphone(utts, mono, tri_cfg, decoding, progress=False)
-    raw_utts = [Utterance(u, raw[u], train.text[u]) for u in train.utts]
-    tri2b_cfg = LdaMlltConfig(**dataclasses.asdict(tri_cfg), mllt_iters=MLLT_ITERS)
-    tri2b, result = train_lda_mllt(raw_utts, tri, tri2b_cfg, train.utt2spk, progress=False)
-    tri.save(root / "tri")
-    tri2b.save(root / "tri2b")
-    test_raw = compute_archive_in_memory(test.wavs, cfg, progress=False)
-    return dict(root=root, test=test, test_raw=test_raw, tri=tri, tri2b=tri2b, result=result,
-                mono=mono, utts=utts, tri_cfg=tri_cfg, decoding=decoding)
+    chain = train_fsdd_chain(shared_data, tmp_path_factory.mktemp("tri2b"), TRAIN_STRINGS,
+                             TEST_STRINGS, mllt_iters=MLLT_ITERS)
+    chain["tri"].save(chain["root"] / "tri")
+    chain["tri2b"].save(chain["root"] / "tri2b")
+    return {**chain, "result": chain["lda_mllt"]}
 
 
 def _wer(system, s):

@@ -13,6 +13,7 @@ import pytest
 
 from asr.cli import main as cli_main
 from asr.system import AsrSystem
+from conftest import train_fsdd_chain
 
 TRAIN_STRINGS, TEST_STRINGS = 150, 50
 HELDOUT = "nicolas"
@@ -22,42 +23,16 @@ FMLLR_ITERS = [2, 4, 6]
 @pytest.fixture(scope="module")
 def systems(tmp_path_factory, shared_data):
     """mono -> tri -> tri2b -> tri3b on 150 strings of four speakers (about two minutes)."""
-    from asr.data import DataDir, prepare_fsdd_connected
-    from asr.decoder import DecoderConfig
-    from asr.features import FeatureConfig, apply_pipeline, compute_archive_in_memory
-    from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
     from asr.gmm.sat import SatConfig, train_sat
-    from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
-    from asr.gmm.train import GmmTrainConfig
-    from asr.lexicon import Lexicon
-    from asr.training import Utterance
-    root = tmp_path_factory.mktemp("tri3b")
-    prepare_fsdd_connected(shared_data / "fsdd", root / "data", TRAIN_STRINGS, TEST_STRINGS,
-                           seed=0, heldout_speaker=HELDOUT)
-    train, test = DataDir.load(root / "data/train"), DataDir.load(root / "data/test")
-    cfg = FeatureConfig(kind="mfcc", deltas=2, cmvn="speaker")
-    raw = compute_archive_in_memory(train.wavs, cfg, progress=False)
-    feats = apply_pipeline(raw, cfg, train.utt2spk)
-    utts = [Utterance(u, feats[u], train.text[u]) for u in train.utts]
-    lexicon = Lexicon.load(Path(__file__).resolve().parents[1] / "data/lexicons/digits.txt")
-    decoding = DecoderConfig(grammar="loop", acoustic_scale=0.1, beam=15.0, self_loop_scale=1.0)
-    mono, _ = train_monophone(utts, lexicon, cfg, HmmConfig(), GmmTrainConfig(
-        num_iters=15, max_gaussians=200, mixup_iters=10,
-        realign_iters=[1, 2, 3, 4, 5, 6, 8, 10, 12, 14]), decoding, progress=False)
-    tri_cfg = GmmTrainConfig(num_iters=12, num_leaves=150, max_gaussians=500, mixup_iters=8,
-                             realign_iters=[6, 10])
-    tri, _ = train_triphone(utts, mono, tri_cfg, decoding, progress=False)
-    raw_utts = [Utterance(u, raw[u], train.text[u]) for u in train.utts]
-    tri2b, _ = train_lda_mllt(raw_utts, tri, LdaMlltConfig(**dataclasses.asdict(tri_cfg),
-                                                          mllt_iters=[2, 4, 6]),
-                              train.utt2spk, progress=False)
-    sat_cfg = SatConfig(**dataclasses.asdict(tri_cfg), fmllr_iters=FMLLR_ITERS)
-    tri3b, result = train_sat(raw_utts, tri2b, sat_cfg, train.utt2spk, progress=False)
-    tri2b.save(root / "tri2b")
-    tri3b.save(root / "tri3b")
-    test_raw = compute_archive_in_memory(test.wavs, cfg, progress=False)
-    return dict(root=root, train=train, test=test, raw=raw, test_raw=test_raw, tri2b=tri2b,
-                tri3b=tri3b, result=result)
+
+    chain = train_fsdd_chain(shared_data, tmp_path_factory.mktemp("tri3b"), TRAIN_STRINGS,
+                             TEST_STRINGS, heldout_speaker=HELDOUT)
+    train, tri2b = chain["train"], chain["tri2b"]
+    sat_cfg = SatConfig(**dataclasses.asdict(chain["tri_cfg"]), fmllr_iters=FMLLR_ITERS)
+    tri3b, result = train_sat(chain["raw_utts"], tri2b, sat_cfg, train.utt2spk, progress=False)
+    tri2b.save(chain["root"] / "tri2b")
+    tri3b.save(chain["root"] / "tri3b")
+    return {**chain, "tri3b": tri3b, "result": result}
 
 
 def _decode(system, s, utt2spk=None, transforms_out=None):
