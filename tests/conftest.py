@@ -1,6 +1,7 @@
 """Fixtures shared by the tests."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,25 @@ def train_fsdd_chain(shared_data: Path, root: Path, train_strings: int, test_str
     return dict(root=root, train=train, test=test, raw=raw, raw_utts=raw_utts, utts=utts,
                 test_raw=test_raw, features=cfg, lexicon=lexicon, decoding=decoding,
                 mono=mono, tri=tri, tri_cfg=tri_cfg, tri2b=tri2b, lda_mllt=lda_mllt)
+
+
+@contextmanager
+def serving(folder: Path):
+    """Serve ``folder`` over HTTP on 127.0.0.1 (quietly); yields the base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)

@@ -1,9 +1,7 @@
 """asr.data: data directories, downloads, archives and corpus preparation on the real corpora."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -12,9 +10,7 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +25,7 @@ from asr.data import (DataDir, copy_source, download, extract_archive, extract_t
 from asr.data import corpora
 from asr.data.corpora import find_corpora
 from asr.errors import DataError, error_line
+from conftest import serving
 
 
 # ----------------------------------------------------------------------------- data directories
@@ -162,29 +159,16 @@ def test_download_over_http(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     (served / "a.bin").write_bytes(bytes(range(256)) * 500)
-    handler = functools.partial(_QuietHandler, directory=str(served))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            base = f"http://127.0.0.1:{server.server_address[1]}"
-            sha = _sha((served / "a.bin").read_bytes())
-            dest = download(f"{base}/a.bin", tmp_path / "a.bin", sha, progress=False, timeout=5)
-            assert dest.read_bytes() == (served / "a.bin").read_bytes()
-            with pytest.raises(DataError, match="cannot download"):
-                download(f"{base}/missing.bin", tmp_path / "m.bin", "0" * 64, progress=False,
-                         timeout=5)
-            with pytest.raises(DataError, match="sha256 mismatch"):
-                download(f"{base}/a.bin", tmp_path / "b.bin", "1" * 64, progress=False, timeout=5)
-            assert not (tmp_path / "b.bin").exists()
-        finally:
-            server.shutdown()
-            thread.join(timeout=5)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+    with serving(served) as base:
+        sha = _sha((served / "a.bin").read_bytes())
+        dest = download(f"{base}/a.bin", tmp_path / "a.bin", sha, progress=False, timeout=5)
+        assert dest.read_bytes() == (served / "a.bin").read_bytes()
+        with pytest.raises(DataError, match="cannot download"):
+            download(f"{base}/missing.bin", tmp_path / "m.bin", "0" * 64, progress=False,
+                     timeout=5)
+        with pytest.raises(DataError, match="sha256 mismatch"):
+            download(f"{base}/a.bin", tmp_path / "b.bin", "1" * 64, progress=False, timeout=5)
+        assert not (tmp_path / "b.bin").exists()
 
 
 def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] = {}) -> Path:
@@ -303,20 +287,6 @@ def _manifest(path: Path, entries: dict[str, dict], base_url: str) -> Path:
     return path
 
 
-@contextmanager
-def _serving(folder: Path):
-    """Serve ``folder`` over HTTP on 127.0.0.1; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            thread.join(timeout=5)
-
-
 def _unreachable_url() -> str:
     with socket.socket() as s:             # a port nobody listens on: refused at once
         s.bind(("127.0.0.1", 0))
@@ -333,7 +303,7 @@ def no_local_corpora(tmp_path, monkeypatch):
 def test_find_corpora_downloads_into_the_cache_like_shared_data(tmp_path, no_local_corpora):
     entries = _corpus_archives(tmp_path / "served")
     cache = tmp_path / "cache"
-    with _serving(tmp_path / "served") as base:
+    with serving(tmp_path / "served") as base:
         manifest = _manifest(tmp_path / "corpora.json", entries, base)
         root = find_corpora(cache_dir=cache, manifest=manifest, progress=False, timeout=5)
     assert root == cache

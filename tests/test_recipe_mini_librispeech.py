@@ -9,15 +9,11 @@ here (the sotu recipe's test covers it).
 """
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import json
 import shutil
 import tarfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,28 +26,9 @@ from asr.errors import DataError
 from asr.lm import train_kneser_ney, write_arpa
 from asr.lvcsr import LmConfig, LvcsrSettings, arpa_counts, arpa_words
 from asr.pronunciations import LexiconConfig, cmudict_pronunciations
-from conftest import load_recipe
+from conftest import load_recipe, serving
 
 LEFT_OUT = None        # the training word the served lexicon lacks (set by the fixture)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextmanager
-def _serving(folder: Path):
-    """Serve ``folder`` over HTTP on 127.0.0.1; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            thread.join(timeout=5)
 
 
 def _digest(path: Path, name: str) -> str:
@@ -133,7 +110,7 @@ def test_manifest_entries_carry_md5_or_sha256_as_published():
                                               ("dev-clean-2", "sha256"),
                                               ("librispeech-3gram-pruned", "sha256")])
 def test_a_wrong_checksum_is_refused_naming_the_file(served, tmp_path, entry, algorithm):
-    with _serving(served) as url:
+    with serving(served) as url:
         manifest = _manifest(tmp_path / "corpora.json", served, url, {entry: algorithm})
         with pytest.raises(DataError, match=f"{algorithm} mismatch") as info:
             fetch(entry, tmp_path / "dl", manifest, progress=False, timeout=5)
@@ -162,7 +139,7 @@ def test_md5_alone_verifies_and_neither_is_refused(served, tmp_path):
 def recipe_run(served, tmp_path, monkeypatch):
     """Stages 0-1 of the recipe, downloading from the local server."""
     recipe = load_recipe("mini_librispeech")
-    with _serving(served) as url:
+    with serving(served) as url:
         monkeypatch.setattr(corpora, "MANIFEST", _manifest(tmp_path / "corpora.json", served,
                                                            url))
         argv = ["--stop-stage", "1", "--data", str(tmp_path / "data"), "--exp",
