@@ -156,7 +156,7 @@ def train_lms(ex: Experiment, lm_text: Path, lexicon: Lexicon, cfg: LmConfig,
               eval_sets: list[str]) -> dict:
     """Train the decoding and rescoring LMs over the lexicon's words (others -> ``<UNK>``);
     report n-gram counts, perplexity and OOV rate on each evaluation set's transcripts."""
-    from asr.lm import perplexity, train_kneser_ney, write_arpa
+    from asr.lm import train_kneser_ney, write_arpa
 
     vocab = [w for w in lexicon.words if w != UNK]
     info: dict = {"text": str(lm_text), "vocabulary": len(vocab), "models": {}}
@@ -166,19 +166,28 @@ def train_lms(ex: Experiment, lm_text: Path, lexicon: Lexicon, cfg: LmConfig,
         start = time.perf_counter()
         lm = train_kneser_ney(lm_text, order, vocab=vocab, unk=UNK, prune=prune)
         write_arpa(lm, lm_path(ex, order))
-        entry = {"ngrams": [int(len(k)) for k in lm.keys], "prune": prune,
-                 "seconds": round(time.perf_counter() - start, 1), "sets": {}}
-        for name in eval_sets:
-            text = list(ex.data_dir(name).text.values())
-            ppl = perplexity(lm, text, unk=False, unk_word=UNK)
-            entry["sets"][name] = {"perplexity": round(ppl.perplexity, 1),
-                                   "oov_rate": round(100.0 * ppl.oovs / max(ppl.words, 1), 2),
-                                   "words": ppl.words, "oovs": ppl.oovs}
-            log.info("%d-gram on %s: perplexity %.1f, OOV %.2f%%", order, name,
-                     ppl.perplexity, entry["sets"][name]["oov_rate"])
-        info["models"][str(order)] = entry
+        info["models"][str(order)] = {
+            "ngrams": [int(len(k)) for k in lm.keys], "prune": prune,
+            "seconds": round(time.perf_counter() - start, 1),
+            "sets": lm_report(ex, lm, eval_sets, f"{order}-gram")}
     write_json(ex.exp / "lm" / "lm.json", info)
     return info
+
+
+def lm_report(ex: Experiment, lm, eval_sets: list[str], name: str) -> dict:
+    """Perplexity and OOV rate of ``lm`` on each evaluation set's transcripts (logged)."""
+    from asr.lm import perplexity
+
+    report = {}
+    for set_name in eval_sets:
+        ppl = perplexity(lm, list(ex.data_dir(set_name).text.values()), unk=False,
+                         unk_word=UNK)
+        report[set_name] = {"perplexity": round(ppl.perplexity, 1),
+                            "oov_rate": round(100.0 * ppl.oovs / max(ppl.words, 1), 2),
+                            "words": ppl.words, "oovs": ppl.oovs}
+        log.info("%s on %s: perplexity %.1f, OOV %.2f%%", name, set_name, ppl.perplexity,
+                 report[set_name]["oov_rate"])
+    return report
 
 
 # ----------------------------------------------------------------------------- graphs
@@ -451,7 +460,7 @@ def prepare_arpa_lang(ex: Experiment, corpus_dir: Path, s: "LvcsrSettings",
     skips the others, as Kaldi's ``format_lm.sh`` does). ``lm.json`` holds each LM's
     n-gram counts and its perplexity and OOV rate on the evaluation sets.
     """
-    from asr.lm import perplexity, read_arpa
+    from asr.lm import read_arpa
     from asr.pronunciations import CMUDICT
 
     cfg = s.lexicon
@@ -470,17 +479,9 @@ def prepare_arpa_lang(ex: Experiment, corpus_dir: Path, s: "LvcsrSettings",
                   + f"; G keeps the n-grams over the lexicon's {len(lexicon.words):,} words."}
     for order, (name, path) in lms.items():
         lm = read_arpa(path)
-        entry = {"source": name, "ngrams": arpa_counts(path), "prune": None, "seconds": 0.0,
-                 "sets": {}}
-        for set_name in eval_sets:
-            ppl = perplexity(lm, list(ex.data_dir(set_name).text.values()), unk=False,
-                             unk_word=UNK)
-            entry["sets"][set_name] = {"perplexity": round(ppl.perplexity, 1),
-                                       "oov_rate": round(100.0 * ppl.oovs / max(ppl.words, 1), 2),
-                                       "words": ppl.words, "oovs": ppl.oovs}
-            log.info("%s on %s: perplexity %.1f, OOV %.2f%%", name, set_name, ppl.perplexity,
-                     entry["sets"][set_name]["oov_rate"])
-        info["models"][str(order)] = entry
+        info["models"][str(order)] = {
+            "source": name, "ngrams": [int(len(k)) for k in lm.keys], "prune": None,
+            "seconds": 0.0, "sets": lm_report(ex, lm, eval_sets, name)}
     write_json(ex.exp / "lm" / "lm.json", info)
     return lexicon
 
