@@ -539,7 +539,7 @@ class LvcsrSettings:
             raise ValueError("tri2b (LDA+MLLT) trains on the triphone system's alignments: "
                              "systems with 'tri2b' need 'tri'")
         if "dnn" in self.systems and "tri" not in self.systems:
-            raise ValueError("the hybrid trains on the triphone system's alignments: "
+            raise ValueError("the hybrid trains on a triphone system's alignments: "
                              "systems with 'dnn' need 'tri'")
         if self.split_speakers != (self.dev == self.test):
             raise ValueError("dev and test must be different subsets, or one subset with "
@@ -560,13 +560,13 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     the corpus's paragraph of RESULTS.md.
 
     Stages: 0 data, 1 lang + LMs, 2 features, 3 monophone, 4 triphone (tri, then tri2b:
-    LDA+MLLT, then tri3b: SAT with fMLLR, each with its own done-marker), 5 hybrid (on tri's
-    alignments), 6 graphs, 7 decode (lattices, dev-chosen weights, rescoring; tri3b in two
-    passes, fMLLR per speaker), 8 results.
+    LDA+MLLT, then tri3b: SAT with fMLLR, each with its own done-marker), 5 hybrid (on the
+    last GMM's alignments, fMLLR-adapted for tri3b), 6 graphs, 7 decode (lattices,
+    dev-chosen weights, rescoring; tri3b in two passes, fMLLR per speaker), 8 results.
     """
     from asr.gmm.lda_mllt import train_lda_mllt
-    from asr.gmm.sat import train_sat
-    from asr.gmm.systems import align_utterances, train_monophone, train_triphone
+    from asr.gmm.sat import align_adapted, train_sat
+    from asr.gmm.systems import train_monophone, train_triphone
     from asr.nnet import pdf_targets, train_hybrid
     from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_record, run_stages,
                             seed_everything, setup_logging, write_settings)
@@ -627,14 +627,16 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
             system.save(ex.system_dir(name))
 
     def dnn():
-        if "dnn" in s.systems:
-            gmm = ex.load_system("tri")
-            targets = pdf_targets(align_utterances(gmm, ex.utterances("train", gmm)))
-            train_hybrid(ex_dnn.utterances("train"), targets, gmm, s.dnn_features, s.dnn,
-                         ex.system_dir("dnn_train"), ex.progress).save(ex.system_dir("dnn"))
+        if "dnn" in s.systems:      # on the last GMM's alignments (tri3b's: fMLLR-adapted)
+            gmm = ex.load_system(gmms[-1])
+            alignments, _ = align_adapted(gmm, ex.utterances("train", raw=True),
+                                          ex.data_dir("train").utt2spk)
+            train_hybrid(ex_dnn.utterances("train"), pdf_targets(alignments), gmm,
+                         s.dnn_features, s.dnn, ex.system_dir("dnn_train"),
+                         ex.progress).save(ex.system_dir("dnn"))
 
     def graphs():
-        for name in gmms:      # the hybrid shares the triphone's tree, so its graph
+        for name in gmms:      # the hybrid shares its GMM's tree, so its graph
             build_graph(ex, name, _decode_cfg(ex, s))
 
     def decode():

@@ -156,6 +156,45 @@ def train_sat(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrainConfi
                              fmllr_aux=step.aux, si_gmm=si_gmm)
 
 
+def align_adapted(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[str, str]
+                  ) -> tuple[dict[str, tuple[np.ndarray, object]], dict[str, np.ndarray]]:
+    """Forced alignment with a speaker-adapted system, as Kaldi's ``steps/align_fmllr.sh``.
+
+    The alignment model (or the final model without one) aligns the speaker-independent
+    features; each speaker's fMLLR transform is estimated from those alignments (silence
+    weighted by the system's decoding silence weight); the final model then aligns the
+    adapted features. Any other system is aligned on its model input as it is.
+
+    Parameters
+    ----------
+    system : a GMM system, speaker-adapted (tri3b) or not.
+    utts_raw : utterances with their base features (T, base_dim).
+    utt2spk : utt -> speaker.
+
+    Returns
+    -------
+    alignments : utt -> (node path (T,), training graph), as ``align_utterances``.
+    transforms : speaker -> W (D, D+1) (empty for a speaker-independent system).
+    """
+    si = system.model_input({u.utt: u.feats for u in utts_raw}, utt2spk)
+    si_utts = [Utterance(u.utt, si[u.utt], u.words) for u in utts_raw]
+    if system.adaptation is None:
+        return align_utterances(system, si_utts), {}
+    adaptation = system.adaptation
+    first = dataclasses.replace(system, model=adaptation.si_model or system.model,
+                                adaptation=None)
+    first_pass = align_utterances(first, si_utts)
+    silence = silence_pdfs(system.tree)
+    targets = {utt: _alignment_targets(graph.pdf[path], silence, adaptation.silence_weight)
+               for utt, (path, graph) in first_pass.items()}
+    transforms, _ = speaker_transforms(gmm_of(system.model), si, targets,
+                                       spk2utt_of(utt2spk, [u.utt for u in utts_raw]),
+                                       adaptation.min_count, adaptation.iters)
+    adapted = [Utterance(u.utt, apply_fmllr(transforms[utt2spk[u.utt]], u.feats), u.words)
+               for u in si_utts]
+    return align_utterances(system, adapted), transforms
+
+
 def _alignment_targets(pdfs: np.ndarray, silence: np.ndarray, silence_weight: float):
     pdfs = np.asarray(pdfs, dtype=np.int64)
     return np.arange(len(pdfs)), pdfs, np.where(silence[pdfs], silence_weight, 1.0)
