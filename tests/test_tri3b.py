@@ -181,3 +181,27 @@ def test_a_speaker_with_too_little_data_keeps_the_identity(systems, caplog):
     np.testing.assert_allclose(adapted[short], feats[short], rtol=1e-6, atol=1e-5)
     assert any("tiny" in r.getMessage() and "identity" in r.getMessage()
                for r in caplog.records)
+
+
+def test_align_adapted_aligns_training_speakers_on_their_fmllr_features(systems):
+    """Kaldi's align_fmllr: SI first pass, fMLLR per speaker, adapted second pass. The
+    transforms come out near the ones SAT trained, and the alignments cover the utterances
+    that training aligned, frame for frame."""
+    from asr.gmm.sat import align_adapted
+
+    train = systems["train"]
+    alignments, transforms = align_adapted(systems["tri3b"], systems["raw_utts"],
+                                           train.utt2spk)
+    assert set(transforms) == set(train.utt2spk.values())
+    trained = systems["result"]
+    assert len(alignments) >= 0.95 * len(trained.alignments)
+    agree = total = 0
+    for utt, (path, graph) in alignments.items():
+        assert len(path) == len(next(u for u in systems["raw_utts"] if u.utt == utt).feats)
+        if utt in trained.alignments:
+            ref = trained.graphs[utt].pdf[trained.alignments[utt]]
+            agree += int(np.sum(graph.pdf[path] == ref))
+            total += len(ref)
+    assert agree / total > 0.9, agree / total
+    si_only, none = align_adapted(systems["tri2b"], systems["raw_utts"][:5], train.utt2spk)
+    assert none == {} and len(si_only) == 5
