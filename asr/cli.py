@@ -119,6 +119,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_train_hybrid(args) -> int:
+    import logging
     import tomllib
 
     from asr.errors import SettingsError
@@ -137,6 +138,10 @@ def cmd_train_hybrid(args) -> int:
         key, value = parse_override(item)
         values[key.removeprefix("dnn.")] = value
     cfg = from_dict(NnetConfig, values, path=args.settings, text=text, table="dnn")
+    rank = f" rank {os.environ['RANK']}" if "RANK" in os.environ else ""
+    logging.basicConfig(level=logging.WARNING if os.environ.get("ASR_QUIET") else logging.INFO,
+                        format=f"%(asctime)s{rank} %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     train_dir = args.train_dir or args.out.with_name(args.out.name + "_train")
     train_hybrid_from_files(args.data, args.feats, args.targets, args.base, cfg, train_dir,
                             args.out, progress=not args.no_progress)

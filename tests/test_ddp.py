@@ -159,6 +159,22 @@ def test_shards_are_balanced_and_every_process_takes_the_same_steps():
     assert global_batch_sizes(frames, steps).sum() == sum(frames)
 
 
+def test_targets_round_trip_as_plain_arrays(tmp_path):
+    from asr.errors import DataError
+    from asr.nnet import load_targets
+
+    targets = {"b": np.array([2, 2, 0]), "a": np.arange(5, dtype=np.int32)}
+    save_targets(tmp_path / "t.npz", targets)
+    back = load_targets(tmp_path / "t.npz")
+    assert list(back) == ["a", "b"] and all(v.dtype == np.int64 for v in back.values())
+    assert all(np.array_equal(back[u], targets[u]) for u in targets)
+    with np.load(tmp_path / "t.npz", allow_pickle=False) as plain:
+        assert np.array_equal(plain["b"], targets["b"])
+    np.savez(tmp_path / "bad.npz", u=np.zeros((3, 2)))
+    with pytest.raises(DataError, match="bad.npz.*one integer pdf id per frame"):
+        load_targets(tmp_path / "bad.npz")
+
+
 def test_two_gloo_processes_match_one(yesno, two_processes):
     start = time.perf_counter()
     train_hybrid_from_files(*_files(yesno), NnetConfig(**SETTINGS), yesno / "one_train",

@@ -102,7 +102,8 @@ def load_targets(path: str | Path) -> dict[str, np.ndarray]:
     try:
         arrays = load_arrays(path)
     except ModelError as exc:
-        raise DataError(path, exc.message) from None
+        raise DataError(path, f"not an .npz of per-utterance pdf ids (save_targets writes "
+                        f"one): {exc.message}") from None
     for utt, t in arrays.items():
         if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
             raise DataError(path, f"targets of {utt!r} are a {t.ndim}-D {t.dtype} array; "
