@@ -129,7 +129,6 @@ def two_processes(yesno) -> Path:
     """An uninterrupted two-process gloo run (torch.multiprocessing): its system's folder."""
     import torch.multiprocessing as mp
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_spawned_rank, args=(2, _free_port(), str(yesno), "two"), nprocs=2, join=True)
     return yesno / "two"
 
