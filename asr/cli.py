@@ -5,6 +5,11 @@
     asr transcribe --model MODEL_DIR FILE.wav [FILE.wav ...]
     asr info MODEL_DIR
     asr models
+    asr train-hybrid --data DATA_DIR --feats FEATS_DIR --targets TARGETS.npz --base GMM_DIR
+                     --out OUT_DIR [--train-dir DIR] [--settings FILE.toml] [--set KEY=VALUE]
+
+``train-hybrid`` trains on several processes when torchrun starts it, one per GPU (NCCL) or
+on the CPU (gloo): ``torchrun --nproc-per-node 2 -m asr.cli train-hybrid ...``.
 
 An error in the input ends the command with one line naming the file and line at fault;
 ``asr --debug ...`` shows the traceback instead.
@@ -113,6 +118,36 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_train_hybrid(args) -> int:
+    import logging
+    import tomllib
+
+    from asr.errors import SettingsError
+    from asr.nnet import NnetConfig
+    from asr.nnet.hybrid import train_hybrid_from_files
+    from asr.settings import from_dict, parse_override
+
+    values, text = {}, ""
+    if args.settings is not None:
+        try:
+            text = args.settings.read_text(encoding="utf-8")
+            values = dict(tomllib.loads(text).get("dnn", {}))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(args.settings, f"cannot read settings: {exc}") from None
+    for item in args.set:
+        key, value = parse_override(item)
+        values[key.removeprefix("dnn.")] = value
+    cfg = from_dict(NnetConfig, values, path=args.settings, text=text, table="dnn")
+    rank = f" rank {os.environ['RANK']}" if "RANK" in os.environ else ""
+    logging.basicConfig(level=logging.WARNING if os.environ.get("ASR_QUIET") else logging.INFO,
+                        format=f"%(asctime)s{rank} %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    train_dir = args.train_dir or args.out.with_name(args.out.name + "_train")
+    train_hybrid_from_files(args.data, args.feats, args.targets, args.base, cfg, train_dir,
+                            args.out, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true",
@@ -140,6 +175,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("models", help="list the registered acoustic model types")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("train-hybrid", help="train a hybrid DNN-HMM on a GMM system's "
+                       "targets; under torchrun, on every process with DDP")
+    p.add_argument("--data", required=True, type=Path,
+                   help="the training data directory (utt2spk for per-speaker CMVN)")
+    p.add_argument("--feats", required=True, type=Path,
+                   help="the network's feature archive (feats.npy, feats.index, config.json)")
+    p.add_argument("--targets", required=True, type=Path,
+                   help=".npz of per-utterance pdf ids (asr.nnet.save_targets)")
+    p.add_argument("--base", required=True, type=Path,
+                   help="the GMM system whose tree, transitions and lexicon the hybrid uses")
+    p.add_argument("--out", required=True, type=Path, help="where the hybrid system is saved")
+    p.add_argument("--train-dir", dest="train_dir", type=Path,
+                   help="settings, checkpoint and history (default: OUT_train); a run "
+                        "resumes from its checkpoint")
+    p.add_argument("--settings", type=Path, help="a TOML file whose [dnn] table sets the "
+                   "network (as in a recipe's settings.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one network setting, e.g. --set epochs=10 --set device=cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_hybrid)
     return parser
 
 

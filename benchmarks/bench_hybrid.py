@@ -14,12 +14,22 @@ not depend on their values. One section per device (the CPU, and CUDA when torch
 GPU) with frames per second, the ratio asr / peer, one epoch's wall time and peak memory
 (resident set on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU).
 
-    python benchmarks/bench_hybrid.py [--rounds N] [--threads N] [--corpus DIR]
+A last table trains the same network with torch DDP (``asr.nnet.distributed``): one
+process beside two gloo processes on the CPU (``--threads`` threads each), and on CUDA one
+GPU beside a one-GPU NCCL run and, with several GPUs, one NCCL process per GPU. Frames per
+second there are the training loop's own (``history.json``: an epoch's frames over its
+training seconds, process start and data loading left out).
+
+    python benchmarks/bench_hybrid.py [--rounds N] [--threads N] [--corpus DIR] [--ddp-only]
+
+``--ddp-only`` runs the DDP table alone and prints it without writing ``results/``.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import resource
+import socket
 import sys
 import tempfile
 import time
@@ -35,8 +45,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from asr.data import prepare_fsdd_isolated  # noqa: E402
 from asr.experiment import Experiment  # noqa: E402
-from asr.features import FeatureConfig  # noqa: E402
-from asr.nnet import NnetConfig, build_net, splice_frames  # noqa: E402
+from asr.features import FeatureConfig, read_archive, write_archive  # noqa: E402
+from asr.nnet import NnetConfig, build_net, load_targets, save_targets, splice_frames  # noqa: E402
 from asr.nnet.models import net_spec  # noqa: E402
 from asr.nnet.train import resolve_device, train_nnet  # noqa: E402
 
@@ -70,9 +80,82 @@ def _peer_epoch(feats: list[np.ndarray], targets: list[np.ndarray], cfg: NnetCon
         torch.cuda.synchronize(device)
 
 
+def _ddp_rank(rank: int, world_size: int, port: int, backend: str, folder: Path,
+              settings: dict, out: Path) -> None:
+    """One process of a DDP run (started by torch.multiprocessing): trains one epoch."""
+    import torch.distributed as dist
+
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world_size)
+    try:
+        train_nnet(read_archive(folder / "feats"), load_targets(folder / "targets.npz"),
+                   NUM_PDFS, NnetConfig(**settings), out, progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_table(feats: dict, targets: dict, features: FeatureConfig, tmp: Path, threads: int,
+               rounds: int) -> list[str]:
+    """Frames/s of one process beside DDP runs, per device; markdown lines."""
+    import torch.multiprocessing as mp
+
+    folder = tmp / "ddp"
+    write_archive(folder / "feats", feats, features)      # CMVN applied; the config labels it
+    save_targets(folder / "targets.npz", targets)
+    setups = [("cpu", "1 process", 1, None), ("cpu", "2 processes, gloo", 2, "gloo")]
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        setups += [("cuda", "1 GPU", 1, None), ("cuda", "1 GPU, NCCL", 1, "nccl")]
+        if gpus > 1:
+            setups.append(("cuda", f"{gpus} GPUs, NCCL", gpus, "nccl"))
+    speeds: dict[str, list[float]] = {name: [] for _, name, _, _ in setups}
+    seconds: dict[str, list[float]] = {name: [] for _, name, _, _ in setups}
+    runs = itertools.count()
+    for r in range(rounds):
+        for device, name, procs, backend in setups:
+            settings = dict(hidden_dim=256, num_layers=3, epochs=1, valid_fraction=0.0,
+                            device=device, num_threads=max(threads, 1))
+            out = tmp / f"ddp_run_{next(runs)}"
+            if backend is None:
+                train_nnet(feats, targets, NUM_PDFS, NnetConfig(**settings), out,
+                           progress=False)
+            else:
+                mp.spawn(_ddp_rank, args=(procs, _free_port(), backend, folder, settings, out),
+                         nprocs=procs, join=True)
+            epoch = json.loads((out / "history.json").read_text())[-1]
+            speeds[name].append(epoch["frames_per_second"])
+            seconds[name].append(epoch["seconds"])
+        log(f"  DDP round {r + 1}/{rounds}: " + ", ".join(
+            f"{n} {speeds[n][-1]:.0f} frames/s" for n in speeds))
+    rows = []
+    for device, name, procs, backend in setups:
+        base = next(n for d, n, _, b in setups if d == device and b is None)
+        speed = float(np.median(speeds[name]))
+        rows.append([device, name, str(procs), backend or "none (no DDP)",
+                     si(speed, "frames/s"), f"{np.median(seconds[name]):.2f}",
+                     f"{speed / float(np.median(speeds[base])):.2f}×"])
+    return [f"**DDP** (`asr.nnet.distributed`; {threads} torch thread(s) per process on the "
+            "CPU; the global batch stays 512 frames, 512 / K per process; median of "
+            f"{rounds} rounds):", "",
+            table(["device", "setup", "processes", "backend", "frames/s (median)",
+                   "epoch s (median)", "speed / one process"], rows), ""]
+
+
 def main() -> None:
-    args = cli(__doc__.splitlines()[0], default_rounds=3, extra=lambda p: p.add_argument(
-        "--corpus", type=Path, default=REPO.parent / "shared/data/fsdd/recordings"))
+    def extra(p):
+        p.add_argument("--corpus", type=Path, default=REPO.parent / "shared/data/fsdd/recordings")
+        p.add_argument("--ddp-only", dest="ddp_only", action="store_true",
+                       help="only the DDP table, printed and not written to results/")
+
+    args = cli(__doc__.splitlines()[0], default_rounds=3, extra=extra)
     info = machine()
     threads = limit_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +170,10 @@ def main() -> None:
         targets = {u: rng.integers(0, NUM_PDFS, len(f)) for u, f in feats.items()}
         frames = sum(len(f) for f in feats.values())
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        ddp_lines = _ddp_table(feats, targets, ex.features, tmp, args.threads, args.rounds)
+        if args.ddp_only:
+            print("\n".join(ddp_lines))
+            return
         sections = []
         for name in devices:
             device = resolve_device(name)
@@ -121,6 +208,7 @@ def main() -> None:
         + ("No CUDA device was present in this run, so there is no GPU row."
            if len(devices) == 1 else ""), "",
         *sections,
+        *ddp_lines,
         "Reproduce: `python benchmarks/bench_hybrid.py` (it adds a CUDA section when torch "
         "sees a GPU).", END, ""])
     write_section(REPO / "results/benchmarks.md", BEGIN, END, text)

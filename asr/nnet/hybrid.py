@@ -12,6 +12,14 @@ CMVN where the GMM saw MFCC + deltas): both front ends frame the audio alike
     dnn_utts = experiment.utterances("train", fbank)               # the same utterances
     system = train_hybrid(dnn_utts, targets, gmm_system, fbank, NnetConfig(), "exp/dnn_train")
     system.save("exp/dnn")
+
+From files, on one process or several (``torchrun``; see ``asr.nnet.distributed``): a data
+directory (for ``utt2spk``), the network's feature archive, the targets saved with
+``save_targets`` and the GMM system's directory::
+
+    save_targets("exp/tri_ali/targets.npz", targets)
+    train_hybrid_from_files("data/train", "exp/feats_dnn/train", "exp/tri_ali/targets.npz",
+                            "exp/tri", NnetConfig(), "exp/dnn_train", "exp/dnn")
 """
 from __future__ import annotations
 
@@ -20,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from asr.errors import DataError, ModelError
 from asr.features import FeatureConfig
+from asr.models import load_arrays, save_arrays
+from asr.nnet import distributed as ddp
 from asr.nnet.config import NnetConfig
 from asr.nnet.model import HybridAcousticModel, estimate_priors
 from asr.nnet.train import train_nnet
@@ -77,3 +88,61 @@ def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
                  last["train_acc"], last["valid_acc"])
     return AsrSystem(nnet_features, base_system.lexicon, base_system.tree, base_system.tm,
                      model, base_system.decoding)
+
+
+def save_targets(path: str | Path, targets: dict[str, np.ndarray]) -> None:
+    """Write utt -> (T,) pdf ids as an uncompressed ``.npz``, one int64 array per
+    utterance id (no pickle; ``np.load(path)["utt"]`` reads one), atomically."""
+    save_arrays(Path(path), {utt: np.asarray(t, dtype=np.int64) for utt, t in targets.items()})
+
+
+def load_targets(path: str | Path) -> dict[str, np.ndarray]:
+    """Targets written by ``save_targets``: utt -> (T,) int64 pdf ids, sorted by id."""
+    path = Path(path)
+    try:
+        arrays = load_arrays(path)
+    except ModelError as exc:
+        raise DataError(path, f"not an .npz of per-utterance pdf ids (save_targets writes "
+                        f"one): {exc.message}") from None
+    for utt, t in arrays.items():
+        if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
+            raise DataError(path, f"targets of {utt!r} are a {t.ndim}-D {t.dtype} array; "
+                            "expected one integer pdf id per frame")
+    return {utt: arrays[utt].astype(np.int64, copy=False) for utt in sorted(arrays)}
+
+
+def train_hybrid_from_files(data_dir: str | Path, feats_dir: str | Path,
+                            targets_path: str | Path, base_dir: str | Path, cfg: NnetConfig,
+                            train_dir: str | Path, out_dir: str | Path,
+                            progress: bool = True) -> AsrSystem:
+    """``train_hybrid`` on files; rank 0 saves the system into ``out_dir``.
+
+    Parameters
+    ----------
+    data_dir : the training data directory (its ``utt2spk`` serves per-speaker CMVN).
+    feats_dir : the network's feature archive (``asr.features.write_archive``); its
+        ``config.json`` becomes the hybrid system's feature settings.
+    targets_path : utt -> pdf ids of the base system's tree (``save_targets``).
+    base_dir : the GMM system whose tree, transitions, lexicon and decoding are reused.
+    train_dir : settings, checkpoint and history of the training (see ``train_nnet``).
+    out_dir : where the hybrid system is saved (replaced).
+
+    Under ``torchrun`` every process trains its shard and returns the same system; rank 0
+    alone writes into ``train_dir`` and ``out_dir``.
+    """
+    from asr.data import DataDir
+    from asr.features import apply_pipeline, read_archive, read_archive_config
+    from asr.training import Utterance
+
+    data = DataDir.load(data_dir)
+    features = read_archive_config(feats_dir)
+    raw = {u: f for u, f in read_archive(feats_dir).items() if u in data.utt2spk}
+    feats = apply_pipeline(raw, features, data.utt2spk)
+    targets = load_targets(targets_path)
+    base = AsrSystem.load(base_dir)
+    utts = [Utterance(u, feats[u], data.text[u]) for u in sorted(feats)]
+    system = train_hybrid(utts, targets, base, features, cfg, train_dir, progress)
+    if ddp.process_rank() == 0:
+        system.save(out_dir)
+        log.info("hybrid system saved in %s", out_dir)
+    return system

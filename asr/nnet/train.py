@@ -16,6 +16,12 @@ Files written into ``out_dir``::
 A run that is killed resumes from ``checkpoint.pt`` when called again with the same
 settings and reaches the same weights as a run that was never interrupted (on the CPU with
 a fixed seed, where torch's deterministic algorithms are switched on for the run).
+
+Under ``torchrun`` (or in a process group the caller initialised) the same call trains on
+every process with DistributedDataParallel: each process holds a shard of the utterances,
+the global batch and learning rate stay those of one process, and rank 0 alone writes the
+files above (see ``asr.nnet.distributed``). A run killed on K processes resumes on K
+processes to the same weights as one never interrupted.
 """
 from __future__ import annotations
 
@@ -36,8 +42,10 @@ from tqdm import tqdm
 
 from asr.errors import ModelError
 from asr.fileio import atomic_file, write_json, write_text
+from asr.nnet import distributed as ddp
 from asr.nnet.config import NnetConfig
 from asr.nnet.data import FrameDataset, mask_frequencies
+from asr.nnet.distributed import Distributed
 from asr.nnet.models import build_net, net_spec
 
 log = logging.getLogger(__name__)
@@ -114,8 +122,12 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: NnetConfig):
 
 def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
               num_pdfs: int, cfg: NnetConfig, device: torch.device,
-              sources: Mapping[str, str] | None
-              ) -> tuple[FrameDataset, FrameDataset | None, list[str], list[str]]:
+              sources: Mapping[str, str] | None, ctx: Distributed | None = None
+              ) -> tuple[FrameDataset | None, FrameDataset | None, list[str], list[str],
+                         list[int]]:
+    """(train, valid) frames of this process, the whole split's (train, valid) utterance
+    ids, and the training frames of every process's shard (one entry without ``ctx``).
+    A set is None where this process has no utterance of it."""
     utts = sorted(u for u in train_feats if u in targets)
     if not utts:
         raise ValueError("no utterance has both features and targets")
@@ -131,9 +143,17 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
             raise ValueError(f"utterance {u!r}: pdf ids must lie in [0, {num_pdfs}), got "
                              f"{t.min()}..{t.max()}")
     train_utts, valid_utts = split_utterances(utts, cfg.valid_fraction, cfg.seed, sources)
+    mine, shard_frames = (train_utts, valid_utts), [sum(len(targets[u]) for u in train_utts)]
+    if ctx is not None:
+        mine, shard_frames = [], []
+        for names in (train_utts, valid_utts):
+            shards = ddp.shard_utterances([len(targets[u]) for u in names], ctx.world_size)
+            mine.append([names[i] for i in shards[ctx.rank]])
+            if names is train_utts:
+                shard_frames = [sum(len(targets[names[i]]) for i in s) for s in shards]
     datasets = [FrameDataset([train_feats[u] for u in names], [targets[u] for u in names],
                              cfg.context_left, cfg.context_right) if names else None
-                for names in (train_utts, valid_utts)]
+                for names in mine]
     if device.type == "cuda":
         # Frames on the GPU when they take under a quarter of its free memory (windows are
         # then gathered there); else in pinned host memory, batches copied asynchronously.
@@ -146,27 +166,38 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
             elif d is not None:
                 d.pin_memory()
     train_set, valid_set = datasets
-    log.info("training on %d utterances (%d frames), validating on %d (%d frames), %s",
-             len(train_utts), len(train_set), len(valid_utts),
-             0 if valid_set is None else len(valid_set), device)
-    return train_set, valid_set, train_utts, valid_utts
+    if ctx is None:
+        log.info("training on %d utterances (%d frames), validating on %d (%d frames), %s",
+                 len(train_utts), len(train_set), len(valid_utts),
+                 0 if valid_set is None else len(valid_set), device)
+    else:
+        log.info("rank %d of %d: training on %d of %d utterances (%d of %d frames), "
+                 "validating on %d of %d, %s", ctx.rank, ctx.world_size, len(mine[0]),
+                 len(train_utts), shard_frames[ctx.rank], sum(shard_frames), len(mine[1]),
+                 len(valid_utts), device)
+    return train_set, valid_set, train_utts, valid_utts, shard_frames
 
 
 def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torch.device,
-               opt: torch.optim.Optimizer | None, generator: torch.Generator | None,
-               desc: str, progress: bool) -> tuple[float, float, int]:
-    """One pass: training when ``opt`` is given, else evaluation. (mean loss, accuracy, frames)."""
+               opt: torch.optim.Optimizer | None, batches: list[torch.Tensor], desc: str,
+               progress: bool, weights: np.ndarray | None = None) -> tuple[float, int, int]:
+    """One pass over ``batches`` of frame numbers: training when ``opt`` is given, else
+    evaluation. Returns the sums (loss over frames, correctly classified frames, frames).
+
+    Without ``weights`` each step minimises the batch's mean loss. With them (DDP) step
+    ``s`` minimises the sum of the batch's losses times ``weights[s]``, and no batch is
+    skipped: every process must take every step.
+    """
     training = opt is not None
     net.train(training)
     use_amp = cfg.amp and device.type == "cuda"
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     frames = 0
-    batches = list(data.batches(cfg.batch_size, generator))
     bar = tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch")
     with torch.set_grad_enabled(training):
         for step, index in enumerate(bar):
-            if training and len(index) < 2:
+            if training and weights is None and len(index) < 2:
                 continue                          # BatchNorm cannot train on one frame
             if data.device.type != device.type:   # pinned host memory -> GPU, asynchronously
                 buf = torch.empty((len(index), cfg.context, data.dim), pin_memory=True)
@@ -179,19 +210,30 @@ def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torc
                 x = mask_frequencies(x, cfg.freq_mask)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
-            loss = F.cross_entropy(logits.float(), y)
+            if weights is None:
+                loss = F.cross_entropy(logits.float(), y)
+                total = loss.detach().double() * len(index)
+            else:
+                total = F.cross_entropy(logits.float(), y, reduction="sum")
+                loss = total * float(weights[step])
+                total = total.detach().double()
             if training:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            loss_sum += loss.detach().double() * len(index)
+            loss_sum += total
             correct += (logits.detach().argmax(1) == y).sum()
             frames += len(index)
             if progress and step % 50 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{float(total) / max(len(index), 1):.3f}")
+    return float(loss_sum), int(correct), frames
+
+
+def _means(loss_sum: float, correct: float, frames: float) -> tuple[float, float]:
+    """(mean loss, accuracy) from sums; NaN for no frames."""
     if frames == 0:
-        return math.nan, math.nan, 0
-    return float(loss_sum) / frames, int(correct) / frames, frames
+        return math.nan, math.nan
+    return loss_sum / frames, correct / frames
 
 
 def _state(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -244,28 +286,63 @@ def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray
     sources : utterance id -> the recording it was made from (augmented copies); all
         copies of one recording fall on the same side of the validation split.
 
+    Under DDP (``torchrun``, or an initialised process group) every process passes the
+    same arguments (all utterances: each process keeps its shard's frames), and every
+    process returns the same network and history; rank 0 alone writes into ``out_dir``.
+
     Returns
     -------
     net : the network with the weights of its best epoch (lowest validation loss, or
         training loss without a validation set), on the CPU, in eval mode.
     history : one dict per epoch run: ``epoch, train_loss, train_acc, valid_loss,
-        valid_acc, lr, seconds, frames_per_second, max_memory_mb`` (NaN where not measured).
+        valid_acc, lr, seconds, frames_per_second, max_memory_mb`` (NaN where not measured;
+        under DDP losses and accuracies are over all processes, frames per second counts
+        the frames of all processes, memory is this process's).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    write_json(out_dir / "settings.json", dataclasses.asdict(cfg))
+    ctx = ddp.setup(cfg.device)
+    try:
+        return _train(train_feats, targets, num_pdfs, cfg, out_dir, progress, sources, ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+           num_pdfs: int, cfg: NnetConfig, out_dir: Path, progress: bool,
+           sources: Mapping[str, str] | None, ctx: Distributed | None
+           ) -> tuple[nn.Module, list[dict]]:
+    main = ctx is None or ctx.is_main
+    progress = progress and main
+    device = resolve_device(cfg.device) if ctx is None else ddp.device_of(ctx, cfg.device)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "settings.json", dataclasses.asdict(cfg))
     with _torch_settings(cfg, device):
-        train_set, valid_set, *split = _datasets(train_feats, targets, num_pdfs, cfg, device,
-                                                 sources)
-        for name, names in zip(SPLIT_FILES, split):
-            write_text(out_dir / name, "".join(f"{u}\n" for u in names))
+        train_set, valid_set, *split, shard_frames = _datasets(
+            train_feats, targets, num_pdfs, cfg, device, sources, ctx)
+        if main:
+            for name, names in zip(SPLIT_FILES, split):
+                write_text(out_dir / name, "".join(f"{u}\n" for u in names))
+        has_valid = bool(split[1])
+        if ctx is not None:
+            steps = ddp.num_steps(sum(shard_frames), cfg.batch_size)
+            if min(shard_frames) < 2 * steps:
+                raise ValueError(
+                    f"{sum(shard_frames)} training frames in batches of {cfg.batch_size} make "
+                    f"{steps} steps an epoch, but the shards of {ctx.world_size} processes "
+                    f"hold {shard_frames} frames: each process needs at least 2 frames a "
+                    "step; use fewer processes or a larger batch_size")
+            # DDP averages the K gradients: weighting each process's summed loss by
+            # K / (frames of the global batch) makes that the global batch's mean loss.
+            weights = ctx.world_size / ddp.global_batch_sizes(shard_frames, steps)
         spec = net_spec(cfg, train_set.dim, num_pdfs)
         torch.manual_seed(cfg.seed)
         net = build_net(spec).to(device)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = _scheduler(opt, cfg)
         shuffle = torch.Generator().manual_seed(cfg.seed)
+        world_size = 1 if ctx is None else ctx.world_size
         state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0,
                  "best_model": _state(net), "bad_epochs": 0, "stopped": False}
         path = out_dir / CHECKPOINT_NAME
@@ -279,7 +356,15 @@ def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray
             shuffle.set_state(state["rng_shuffle"])
             if device.type == "cuda" and state.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state(state["rng_cuda"], device)
+            if state.get("world_size", 1) != world_size:
+                log.warning("%s was written by a run on %d process(es), resumed on %d: the "
+                            "run goes on, but will not match one never interrupted",
+                            path, state.get("world_size", 1), world_size)
             log.info("resuming from %s after epoch %d", path, state["epoch"])
+        model = net
+        if ctx is not None:
+            model = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
         history = state["history"]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -287,18 +372,35 @@ def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray
             if state["stopped"]:
                 break
             start = time.perf_counter()
-            train_loss, train_acc, frames = _run_epoch(
-                net, train_set, cfg, device, opt, shuffle, f"epoch {epoch}/{cfg.epochs}",
-                progress)
+            desc = f"epoch {epoch}/{cfg.epochs}"
+            if ctx is None:
+                train_sums = _run_epoch(net, train_set, cfg, device, opt,
+                                        list(train_set.batches(cfg.batch_size, shuffle)),
+                                        desc, progress)
+            else:
+                seed = ddp.epoch_seed(cfg.seed, epoch, ctx.rank)
+                torch.manual_seed(seed)              # dropout and frequency masks
+                batches = ddp.shard_batches(len(train_set), steps,
+                                            torch.Generator().manual_seed(seed))
+                train_sums = _run_epoch(model, train_set, cfg, device, opt, batches, desc,
+                                        progress, weights)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - start
-            valid_loss, valid_acc = math.nan, math.nan
-            if valid_set is not None:
-                valid_loss, valid_acc, _ = _run_epoch(net, valid_set, cfg, device, None, None,
-                                                      "valid", progress)
+            valid_sums = (0.0, 0, 0)
+            if valid_set is not None:       # (under DDP: this process's shard, no DDP)
+                batches = list(valid_set.batches(cfg.batch_size))
+                valid_sums = _run_epoch(net, valid_set, cfg, device, None, batches, "valid",
+                                        progress, None if ctx is None else
+                                        np.ones(len(batches)))
+            if ctx is not None:
+                summed = ddp.all_reduce_sum([*train_sums, *valid_sums], device)
+                train_sums, valid_sums = summed[:3], summed[3:]
+            train_loss, train_acc = _means(*train_sums)
+            valid_loss, valid_acc = _means(*valid_sums) if has_valid else (math.nan, math.nan)
+            frames = train_sums[2]
             lr = opt.param_groups[0]["lr"]
-            watched = valid_loss if valid_set is not None else train_loss
+            watched = valid_loss if has_valid else train_loss
             if cfg.lr_schedule == "plateau":
                 sched.step(watched)
             else:
@@ -316,22 +418,27 @@ def train_nnet(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray
             else:
                 state["bad_epochs"] += 1
             state["stopped"] = state["bad_epochs"] >= cfg.patience
-            log.info("epoch %d/%d: train loss %.4f acc %.3f | valid loss %.4f acc %.3f | "
-                     "lr %.2e | %.0f frames/s | %.1f s%s", epoch, cfg.epochs, train_loss,
-                     train_acc, valid_loss, valid_acc, lr, history[-1]["frames_per_second"],
-                     history[-1]["seconds"],
-                     " | early stop" if state["stopped"] else "")
+            log.log(logging.INFO if main else logging.DEBUG,
+                    "epoch %d/%d: train loss %.4f acc %.3f | valid loss %.4f acc %.3f | "
+                    "lr %.2e | %.0f frames/s | %.1f s%s", epoch, cfg.epochs, train_loss,
+                    train_acc, valid_loss, valid_acc, lr, history[-1]["frames_per_second"],
+                    history[-1]["seconds"],
+                    " | early stop" if state["stopped"] else "")
             state.update(
                 format=CHECKPOINT_FORMAT, epoch=epoch, config=dataclasses.asdict(cfg),
                 spec=spec, model=_state(net), optimizer=opt.state_dict(),
                 scheduler=sched.state_dict(), history=history,
                 rng_cpu=torch.get_rng_state(), rng_shuffle=shuffle.get_state(),
-                rng_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-            _save_checkpoint(path, state)
+                rng_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                world_size=world_size)
+            if main:
+                _save_checkpoint(path, state)
         net.load_state_dict(state["best_model"])
-        log.info("kept the weights of epoch %d (loss %.4f)", state["best_epoch"],
-                 state["best_loss"])
-    write_json(out_dir / "history.json", _json_safe(history))
+        log.log(logging.INFO if main else logging.DEBUG, "kept the weights of epoch %d "
+                "(loss %.4f)", state["best_epoch"], state["best_loss"])
+    if main:
+        write_json(out_dir / "history.json", _json_safe(history))
+    ddp.barrier(ctx)       # every process leaves once rank 0 has written its files
     return net.cpu().eval(), copy.deepcopy(history)
 
 
