@@ -39,7 +39,13 @@ class NnetConfig:
     Training
     --------
     epochs : most passes over the training frames.
-    batch_size : frames per minibatch.
+    batch_size : frames per minibatch (the MLP's windows, or the TDNN's chunks times
+        ``chunk_width``), so the learning rate means the same for both networks.
+    chunk_width : frames of one training chunk of the TDNN: ``chunk_width`` consecutive
+        frames of one utterance (the last chunk of an utterance may be shorter) with their
+        context, run through the convolutions as one sequence; a minibatch holds
+        ``batch_size // chunk_width`` chunks, shuffled. 1 trains the TDNN on single
+        windows, as the MLP. The MLP, whose windows are independent, ignores it.
     lr, weight_decay : AdamW's learning rate and decoupled weight decay.
     lr_schedule : ``"plateau"`` (multiply the rate by ``lr_factor`` when the validation loss
         stops falling), ``"cosine"`` (cosine decay to 0 over ``epochs``) or ``"constant"``.
@@ -69,6 +75,7 @@ class NnetConfig:
     context_right: int = 5
     epochs: int = 15
     batch_size: int = 512
+    chunk_width: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-5
     lr_schedule: str = "plateau"
@@ -103,6 +110,10 @@ class NnetConfig:
               f"{self.context_right}")
         check(self.epochs >= 1 and self.batch_size >= 1,
               f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        check(self.chunk_width >= 1, f"chunk_width must be >= 1, got {self.chunk_width}")
+        check(not NETWORKS[self.model].over_sequences or self.chunk_width <= self.batch_size,
+              f"chunk_width ({self.chunk_width}) must not exceed batch_size "
+              f"({self.batch_size}): a minibatch holds batch_size // chunk_width chunks")
         check(self.lr > 0 and self.weight_decay >= 0,
               f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
         check(self.freq_mask >= 0, f"freq_mask must be >= 0, got {self.freq_mask}")
@@ -118,6 +129,12 @@ class NnetConfig:
     def context(self) -> int:
         """Frames in one input window: ``context_left + 1 + context_right``."""
         return self.context_left + 1 + self.context_right
+
+    def training_chunk(self) -> int | None:
+        """Frames per training chunk: ``chunk_width`` for a network that runs over sequences
+        (the TDNN), None for one that classifies independent windows (the MLP)."""
+        from asr.nnet.models import NETWORKS
+        return self.chunk_width if NETWORKS[self.model].over_sequences else None
 
     def architecture(self) -> dict:
         """The fields that decide the network's shape, as plain data."""

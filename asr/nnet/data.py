@@ -9,7 +9,16 @@ edge (Kaldi's ``splice-feats``), so windows never mix two utterances::
     for index in data.batches(512, generator):      # (B,) frame numbers, shuffled
         x, y = data.batch(index)                     # (B, 11, D) float32, (B,) int64
 
-Frame numbers count from 0 over the concatenation of the utterances, in the order given.
+A network that runs over sequences (the TDNN) trains on chunks instead: ``W`` consecutive
+frames of one utterance with ``left`` frames before and ``right`` after, edges replicated
+as for windows; an utterance's last chunk may hold fewer than ``W`` frames, and its
+positions past the end get the target ``PAD`` (which the loss ignores)::
+
+    for starts in data.chunk_batches(32, 16, generator):  # (B,) first frames, shuffled
+        x, y = data.chunk_batch(starts, 32)                # (B, 5 + 32 + 5, D), (B, 32)
+
+Frame numbers count from 0 over the concatenation of the utterances, in the order given;
+a chunk is named by the number of its first frame.
 """
 from __future__ import annotations
 
@@ -17,6 +26,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+
+#: Target of a chunk position past its utterance's end: ``F.cross_entropy``'s ignore_index.
+PAD = -100
 
 
 def window_index(centres: torch.Tensor, first: torch.Tensor, last: torch.Tensor,
@@ -147,6 +159,68 @@ class FrameDataset:
         index = index.to(self.device)
         y = None if self.targets is None else self.targets[index]
         return self.windows(index, out), y
+
+    def _bounds(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First and last frame (B,) of the utterance of each frame number in ``index``."""
+        utt = torch.searchsorted(self.offsets, index, right=True) - 1
+        return self.offsets[utt], self.offsets[utt + 1] - 1
+
+    def chunk_starts(self, width: int) -> torch.Tensor:
+        """(K,) int64 CPU tensor: the first frame of every chunk of ``width`` frames, each
+        utterance cut from its first frame on, in order."""
+        offsets = self.offsets.cpu()
+        lengths = offsets[1:] - offsets[:-1]
+        counts = (lengths + width - 1) // width
+        first_chunk = torch.cumsum(counts, 0) - counts
+        k = torch.arange(int(counts.sum())) - torch.repeat_interleave(first_chunk, counts)
+        return torch.repeat_interleave(offsets[:-1], counts) + k * width
+
+    def chunk_frames(self, starts: torch.Tensor, width: int) -> torch.Tensor:
+        """(B,) int64: frames of each chunk that lie in its utterance (``width`` but at the
+        end of an utterance)."""
+        starts = starts.to(self.device)
+        _, last = self._bounds(starts)
+        return torch.clamp(last - starts + 1, max=width)
+
+    def chunk_batch(self, starts: torch.Tensor, width: int, out: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Chunks of ``width`` frames starting at frame numbers ``starts`` (B,).
+
+        Returns
+        -------
+        x : (B, left + width + right, D) float32 frames, clamped to each utterance (into
+            ``out`` if given).
+        y : (B, width) int64 targets, ``PAD`` past an utterance's end; None without targets.
+        """
+        starts = starts.to(self.device)
+        first, last = self._bounds(starts)
+        steps = torch.arange(-self.left, width + self.right, device=self.device)
+        rows = torch.minimum(torch.maximum(starts[:, None] + steps, first[:, None]),
+                             last[:, None])
+        if out is None:
+            x = self.frames[rows]
+        else:
+            torch.index_select(self.frames, 0, rows.reshape(-1), out=out.view(-1, self.dim))
+            x = out.view(*rows.shape, self.dim)
+        y = None
+        if self.targets is not None:
+            frames = starts[:, None] + torch.arange(width, device=self.device)
+            inside = frames <= last[:, None]
+            y = torch.where(inside, self.targets[torch.minimum(frames, last[:, None])],
+                            torch.full_like(frames, PAD))
+        return x, y
+
+    def chunk_batches(self, width: int, chunks: int, generator: torch.Generator | None = None
+                      ) -> Iterator[torch.Tensor]:
+        """(B,) int64 CPU tensors of chunk starts, ``chunks`` a batch, covering every frame once.
+
+        Shuffled with ``generator`` when one is given, in order otherwise; the last batch
+        may be shorter.
+        """
+        starts = self.chunk_starts(width)
+        order = (torch.randperm(len(starts), generator=generator) if generator is not None
+                 else torch.arange(len(starts)))
+        yield from (starts[part] for part in torch.split(order, chunks))
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None
                 ) -> Iterator[torch.Tensor]:

@@ -12,13 +12,16 @@ caller has already initialised, and then
   balanced by frames and fixed by the utterance lengths alone, so every process computes
   the same split and builds frames and windows of its own shard only;
 - runs, in every epoch, as many optimiser steps as one process would
-  (``ceil(training frames / batch_size)``): each process cuts its shard, shuffled, into that
-  many batches, so every process takes the same number of steps and no collective waits
-  for a process that has run out of data. Step ``s`` of the run is one global batch made
-  of step ``s`` of every process, about ``batch_size`` frames in all (``batch_size / K``
-  per process), and each process's loss is weighted so that DDP's averaged gradient is the
-  gradient of the mean loss over that global batch: the effective batch size and learning
-  rate are those of a single-process run;
+  (``ceil(training frames / batch_size)``; for the TDNN, which trains on chunks,
+  ``ceil(training chunks / (batch_size // chunk_width))``): each process cuts its shard,
+  shuffled, into that many batches, so every process takes the same number of steps and
+  no collective waits for a process that has run out of data. Step ``s`` of the run is one
+  global batch made of step ``s`` of every process, about ``batch_size`` frames in all
+  (``batch_size / K`` per process), and each process's loss is weighted so that DDP's
+  averaged gradient is the gradient of the mean loss over that global batch's frames (for
+  chunks, whose last ones in an utterance are short, the processes sum their frames per
+  step once an epoch): the effective batch size and learning rate are those of a
+  single-process run;
 - sums losses, correct frames and frame counts over the processes after each epoch, so
   every process reports, schedules and stops on the same numbers;
 - writes settings, checkpoints and history on rank 0 only; every process resumes from

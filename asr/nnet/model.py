@@ -23,7 +23,7 @@ from asr.errors import ModelError
 from asr.fileio import write_json
 from asr.models import load_arrays, read_json, save_arrays
 from asr.nnet.data import FrameDataset
-from asr.nnet.models import build_net
+from asr.nnet.models import build_net, sequence_logits
 
 WEIGHTS_NAME = "weights.npz"
 META_NAME = "model.json"
@@ -66,13 +66,16 @@ class HybridAcousticModel:
     Parameters
     ----------
     net : an ``MLP`` or ``TDNN``: windows (B, context, D) -> logits (B, num_pdfs). Its
-        ``spec`` is saved so that ``load`` can build it again.
+        ``spec`` is saved so that ``load`` can build it again. A network that runs over
+        sequences (the TDNN) scores each utterance as one sequence (``sequence_logits``),
+        the MLP window by window; both give every frame the same edge-replicated context.
     priors : (num_pdfs,) pdf priors (see ``estimate_priors``).
 
     Attributes
     ----------
     device : where ``log_likelihoods`` runs (default the CPU; set e.g. ``"cuda"``).
-    batch_frames : frames scored per forward pass.
+    batch_frames : frames scored per forward pass (windows, or output frames of one
+        piece of a sequence).
     """
 
     model_type = "dnn"
@@ -105,6 +108,11 @@ class HybridAcousticModel:
             return np.zeros((0, self.num_pdfs), dtype=np.float32)
         device = torch.device(self.device)
         net = self.net.to(device).eval()
+        if getattr(net, "over_sequences", False):
+            with torch.inference_mode():
+                logits = sequence_logits(net, torch.from_numpy(feats).to(device),
+                                         self.batch_frames)
+                return torch.log_softmax(logits.float(), dim=1).cpu().numpy()
         data = FrameDataset([feats], None, self.spec["context_left"],
                             self.spec["context_right"]).to(device)
         out = []

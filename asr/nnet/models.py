@@ -2,6 +2,10 @@
 
 ``MLP`` flattens the window (Kaldi nnet1's spliced-input DNN); ``TDNN`` slides dilated 1-D
 convolutions along time (Kaldi nnet3's TDNN) whose receptive field is exactly the window.
+The TDNN also runs over whole sequences (``over_sequences``): ``net(x, sequence=True)``
+maps (B, left + W + right, D) to the logits (B, W, num_pdfs) of the W frames in the middle,
+each layer computed once per frame instead of once per window that holds it, and
+``sequence_logits`` scores a whole utterance that way, equal to scoring it window by window.
 Each hidden layer is ``affine -> ReLU -> norm -> dropout``. Each network keeps its
 constructor arguments as a plain dict, ``net.spec``; ``build_net(net.spec)`` builds the
 same architecture again, which is how a saved acoustic model is loaded.
@@ -27,7 +31,8 @@ def register_network(name: str):
 
     The class takes ``input_dim, num_pdfs`` and the architecture fields of ``NnetConfig``
     as keyword arguments, maps (B, context, input_dim) to (B, num_pdfs) logits, and keeps
-    its arguments in ``self.spec`` (see ``_spec``).
+    its arguments in ``self.spec`` (see ``_spec``). A class with ``over_sequences = True``
+    also takes ``sequence=True``: (B, left + W + right, input_dim) -> (B, W, num_pdfs).
     """
     def wrap(cls):
         NETWORKS[name] = cls
@@ -74,6 +79,8 @@ class MLP(nn.Module):
     forward: (B, left + 1 + right, input_dim) -> (B, num_pdfs)
     """
 
+    over_sequences = False
+
     def __init__(self, input_dim: int, num_pdfs: int, context_left: int = 5,
                  context_right: int = 5, hidden_dim: int = 512, num_layers: int = 4,
                  dropout: float = 0.1, norm: str = "layer"):
@@ -117,11 +124,16 @@ def tdnn_layout(span: int, num_layers: int) -> list[tuple[int, int]]:
 
 @register_network("tdnn")
 class TDNN(nn.Module):
-    """Dilated 1-D convolutions over the window, then a pdf layer.
+    """Dilated 1-D convolutions over time, then a pdf layer applied at every frame.
 
-    forward: (B, left + 1 + right, input_dim) -> (B, num_pdfs). Each convolution is "valid",
-    so the window shrinks to the one centre frame after the last (see ``tdnn_layout``).
+    forward(x): (B, left + 1 + right, input_dim) windows -> (B, num_pdfs).
+    forward(x, sequence=True): (B, left + W + right, input_dim) -> (B, W, num_pdfs), the
+    logits of the W frames that have their whole context in ``x``. Each convolution is
+    "valid", so every layer shortens the sequence by its (kernel - 1) * dilation frames and
+    a window shrinks to its centre frame (see ``tdnn_layout``).
     """
+
+    over_sequences = True
 
     def __init__(self, input_dim: int, num_pdfs: int, context_left: int = 5,
                  context_right: int = 5, hidden_dim: int = 512, num_layers: int = 4,
@@ -139,6 +151,40 @@ class TDNN(nn.Module):
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(width, num_pdfs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hidden(x.transpose(1, 2))          # (B, hidden, 1)
+    def forward(self, x: torch.Tensor, sequence: bool = False) -> torch.Tensor:
+        h = self.hidden(x.transpose(1, 2))          # (B, hidden, W)
+        if sequence:
+            return self.output(h.transpose(1, 2))   # (B, W, num_pdfs)
+        if h.shape[2] != 1:
+            raise ValueError(f"a window has {self.context_left + 1 + self.context_right} "
+                             f"frames, got {x.shape[1]}; pass sequence=True for sequences")
         return self.output(h.squeeze(2))
+
+
+def sequence_logits(net: nn.Module, feats: torch.Tensor, max_frames: int = 4096
+                    ) -> torch.Tensor:
+    """Logits of every frame of one utterance from a network that runs over sequences.
+
+    The utterance is padded with ``context_left`` copies of its first frame and
+    ``context_right`` of its last, as ``asr.nnet.data.window_index`` clamps windows, and
+    run through the network in pieces of at most ``max_frames`` output frames, each with
+    the ``context_left + context_right`` input frames around it (memory stays bounded on
+    long utterances). In eval mode the result equals scoring every window separately.
+
+    Parameters
+    ----------
+    net : a network with ``over_sequences`` (the TDNN), on the device of ``feats``.
+    feats : (T, D) float, T >= 1.
+    max_frames : output frames per forward pass.
+
+    Returns
+    -------
+    (T, num_pdfs) logits.
+    """
+    left, right = net.context_left, net.context_right
+    num = feats.shape[0]
+    padded = torch.cat([feats[:1].expand(left, -1), feats, feats[-1:].expand(right, -1)])
+    pieces = [net(padded[start:min(start + max_frames, num) + left + right][None],
+                  sequence=True)[0]
+              for start in range(0, num, max(int(max_frames), 1))]
+    return torch.cat(pieces)

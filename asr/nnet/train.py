@@ -1,5 +1,10 @@
 """Training a frame classifier on pdf targets: cross-entropy, AdamW, early stopping, resume.
 
+The MLP trains on shuffled frames, each cut with its window; the TDNN on shuffled chunks
+of ``chunk_width`` consecutive frames, each run through the convolutions as one sequence
+(``asr.nnet.data``). Either way a step sees about ``batch_size`` frames and minimises
+their mean cross-entropy.
+
 >>> cfg = NnetConfig(model="tdnn", epochs=10)  # doctest: +SKIP
 >>> net, history = train_nnet(feats, targets, tree.num_pdfs, cfg, "exp/dnn.train")  # doctest: +SKIP
 
@@ -31,6 +36,7 @@ import dataclasses
 import logging
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -44,7 +50,7 @@ from asr.errors import ModelError
 from asr.fileio import atomic_file, write_json, write_text
 from asr.nnet import distributed as ddp
 from asr.nnet.config import NnetConfig
-from asr.nnet.data import FrameDataset, mask_frequencies
+from asr.nnet.data import PAD, FrameDataset, mask_frequencies
 from asr.nnet.distributed import Distributed
 from asr.nnet.models import build_net, net_spec
 
@@ -124,10 +130,10 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
               num_pdfs: int, cfg: NnetConfig, device: torch.device,
               sources: Mapping[str, str] | None, ctx: Distributed | None = None
               ) -> tuple[FrameDataset | None, FrameDataset | None, list[str], list[str],
-                         list[int]]:
+                         list[list[int]]]:
     """(train, valid) frames of this process, the whole split's (train, valid) utterance
-    ids, and the training frames of every process's shard (one entry without ``ctx``).
-    A set is None where this process has no utterance of it."""
+    ids, and the lengths of the training utterances of every process's shard (one shard
+    without ``ctx``). A set is None where this process has no utterance of it."""
     utts = sorted(u for u in train_feats if u in targets)
     if not utts:
         raise ValueError("no utterance has both features and targets")
@@ -143,14 +149,15 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
             raise ValueError(f"utterance {u!r}: pdf ids must lie in [0, {num_pdfs}), got "
                              f"{t.min()}..{t.max()}")
     train_utts, valid_utts = split_utterances(utts, cfg.valid_fraction, cfg.seed, sources)
-    mine, shard_frames = (train_utts, valid_utts), [sum(len(targets[u]) for u in train_utts)]
+    mine, shard_lengths = (train_utts, valid_utts), [[len(targets[u]) for u in train_utts]]
     if ctx is not None:
-        mine, shard_frames = [], []
+        mine, shard_lengths = [], []
         for names in (train_utts, valid_utts):
             shards = ddp.shard_utterances([len(targets[u]) for u in names], ctx.world_size)
             mine.append([names[i] for i in shards[ctx.rank]])
             if names is train_utts:
-                shard_frames = [sum(len(targets[names[i]]) for i in s) for s in shards]
+                shard_lengths = [[len(targets[names[i]]) for i in s] for s in shards]
+    shard_frames = [sum(lengths) for lengths in shard_lengths]
     datasets = [FrameDataset([train_feats[u] for u in names], [targets[u] for u in names],
                              cfg.context_left, cfg.context_right) if names else None
                 for names in mine]
@@ -175,46 +182,57 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
                  "validating on %d of %d, %s", ctx.rank, ctx.world_size, len(mine[0]),
                  len(train_utts), shard_frames[ctx.rank], sum(shard_frames), len(mine[1]),
                  len(valid_utts), device)
-    return train_set, valid_set, train_utts, valid_utts, shard_frames
+    return train_set, valid_set, train_utts, valid_utts, shard_lengths
 
 
 def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torch.device,
                opt: torch.optim.Optimizer | None, batches: list[torch.Tensor], desc: str,
-               progress: bool, weights: np.ndarray | None = None) -> tuple[float, int, int]:
-    """One pass over ``batches`` of frame numbers: training when ``opt`` is given, else
-    evaluation. Returns the sums (loss over frames, correctly classified frames, frames).
+               progress: bool, weights: np.ndarray | None = None, width: int | None = None
+               ) -> tuple[float, int, int]:
+    """One pass over ``batches``: training when ``opt`` is given, else evaluation. Returns
+    the sums (loss over frames, correctly classified frames, frames).
 
-    Without ``weights`` each step minimises the batch's mean loss. With them (DDP) step
-    ``s`` minimises the sum of the batch's losses times ``weights[s]``, and no batch is
-    skipped: every process must take every step.
+    Without ``width`` a batch is (B,) frame numbers, each classified from its window; with
+    it, (B,) chunk starts, each chunk of ``width`` frames run as one sequence (the loss
+    leaves out positions past an utterance's end). Without ``weights`` each step minimises
+    the batch's mean loss over frames. With them (DDP) step ``s`` minimises the sum of the
+    batch's losses times ``weights[s]``, and no batch is skipped: every process must take
+    every step.
     """
     training = opt is not None
     net.train(training)
     use_amp = cfg.amp and device.type == "cuda"
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    frames = 0
+    frames = torch.zeros((), device=device, dtype=torch.int64)
+    rows = cfg.context if width is None else cfg.context_left + width + cfg.context_right
     bar = tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch")
     with torch.set_grad_enabled(training):
         for step, index in enumerate(bar):
-            if training and weights is None and len(index) < 2:
+            if training and weights is None and len(index) * (width or 1) < 2:
                 continue                          # BatchNorm cannot train on one frame
+            cut = data.batch if width is None else partial(data.chunk_batch, width=width)
             if data.device.type != device.type:   # pinned host memory -> GPU, asynchronously
-                buf = torch.empty((len(index), cfg.context, data.dim), pin_memory=True)
-                x, y = data.batch(index, buf)
+                buf = torch.empty((len(index), rows, data.dim), pin_memory=True)
+                x, y = cut(index, out=buf)
                 x = x.to(device, non_blocking=True)
                 y = y.pin_memory().to(device, non_blocking=True)
             else:
-                x, y = data.batch(index)
+                x, y = cut(index)
             if training and cfg.freq_mask:
                 x = mask_frequencies(x, cfg.freq_mask)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x)
+                if width is None:
+                    logits = net(x)                                 # (B, num_pdfs)
+                else:                                               # (B * width, num_pdfs)
+                    logits = net(x, sequence=True).flatten(0, 1)
+                    y = y.flatten()
+            count = len(index) if width is None else (y != PAD).sum()
             if weights is None:
-                loss = F.cross_entropy(logits.float(), y)
-                total = loss.detach().double() * len(index)
+                loss = F.cross_entropy(logits.float(), y, ignore_index=PAD)
+                total = loss.detach().double() * count
             else:
-                total = F.cross_entropy(logits.float(), y, reduction="sum")
+                total = F.cross_entropy(logits.float(), y, ignore_index=PAD, reduction="sum")
                 loss = total * float(weights[step])
                 total = total.detach().double()
             if training:
@@ -223,10 +241,10 @@ def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torc
                 opt.step()
             loss_sum += total
             correct += (logits.detach().argmax(1) == y).sum()
-            frames += len(index)
+            frames += count
             if progress and step % 50 == 0:
-                bar.set_postfix(loss=f"{float(total) / max(len(index), 1):.3f}")
-    return float(loss_sum), int(correct), frames
+                bar.set_postfix(loss=f"{float(total) / max(int(count), 1):.3f}")
+    return float(loss_sum), int(correct), int(frames)
 
 
 def _means(loss_sum: float, correct: float, frames: float) -> tuple[float, float]:
@@ -261,8 +279,9 @@ def load_checkpoint(path: Path) -> dict:
 
 def _check_resumable(path: Path, state: dict, cfg: NnetConfig, spec: dict) -> None:
     old = state["config"]
+    unused = () if cfg.training_chunk() is not None else ("chunk_width",)   # by the MLP
     changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
-               if k not in RESUMABLE_CHANGES and old.get(k) != v]
+               if k not in RESUMABLE_CHANGES + unused and old.get(k) != v]
     if state["spec"] != spec:
         changed.append(f"network {state['spec']} -> {spec}")
     if changed:
@@ -319,13 +338,27 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "settings.json", dataclasses.asdict(cfg))
     with _torch_settings(cfg, device):
-        train_set, valid_set, *split, shard_frames = _datasets(
+        train_set, valid_set, *split, shard_lengths = _datasets(
             train_feats, targets, num_pdfs, cfg, device, sources, ctx)
         if main:
             for name, names in zip(SPLIT_FILES, split):
                 write_text(out_dir / name, "".join(f"{u}\n" for u in names))
         has_valid = bool(split[1])
-        if ctx is not None:
+        shard_frames = [sum(lengths) for lengths in shard_lengths]
+        width = cfg.training_chunk()      # None: the network classifies single windows
+        if width is not None:
+            per_step = max(cfg.batch_size // width, 1)         # chunks a step
+            shard_chunks = [sum(-(-n // width) for n in lengths) for lengths in shard_lengths]
+        if ctx is not None and width is not None:
+            steps = ddp.num_steps(sum(shard_chunks), per_step)
+            if min(shard_chunks) < steps or min(shard_chunks) * width < 2 * steps:
+                raise ValueError(
+                    f"{sum(shard_chunks)} training chunks of {width} frames, {per_step} a "
+                    f"step, make {steps} steps an epoch, but the shards of {ctx.world_size} "
+                    f"processes hold {shard_chunks} chunks: each process needs at least one "
+                    "chunk (and two frames) a step; use fewer processes, a larger "
+                    "batch_size or a smaller chunk_width")
+        elif ctx is not None:
             steps = ddp.num_steps(sum(shard_frames), cfg.batch_size)
             if min(shard_frames) < 2 * steps:
                 raise ValueError(
@@ -374,25 +407,39 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
             start = time.perf_counter()
             desc = f"epoch {epoch}/{cfg.epochs}"
             if ctx is None:
-                train_sums = _run_epoch(net, train_set, cfg, device, opt,
-                                        list(train_set.batches(cfg.batch_size, shuffle)),
-                                        desc, progress)
-            else:
+                batches = (list(train_set.batches(cfg.batch_size, shuffle)) if width is None
+                           else list(train_set.chunk_batches(width, per_step, shuffle)))
+                train_sums = _run_epoch(net, train_set, cfg, device, opt, batches, desc,
+                                        progress, width=width)
+            elif width is None:
                 seed = ddp.epoch_seed(cfg.seed, epoch, ctx.rank)
                 torch.manual_seed(seed)              # dropout and frequency masks
                 batches = ddp.shard_batches(len(train_set), steps,
                                             torch.Generator().manual_seed(seed))
                 train_sums = _run_epoch(model, train_set, cfg, device, opt, batches, desc,
                                         progress, weights)
+            else:
+                seed = ddp.epoch_seed(cfg.seed, epoch, ctx.rank)
+                torch.manual_seed(seed)              # dropout and frequency masks
+                starts = train_set.chunk_starts(width)
+                batches = [starts[part] for part in ddp.shard_batches(
+                    len(starts), steps, torch.Generator().manual_seed(seed))]
+                # The chunks at an utterance's end are short: the frames of each global
+                # batch are summed over the processes, once an epoch, for the weights.
+                mine = [int(train_set.chunk_frames(b, width).sum()) for b in batches]
+                weights = ctx.world_size / np.asarray(ddp.all_reduce_sum(mine, device))
+                train_sums = _run_epoch(model, train_set, cfg, device, opt, batches, desc,
+                                        progress, weights, width)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - start
             valid_sums = (0.0, 0, 0)
             if valid_set is not None:       # (under DDP: this process's shard, no DDP)
-                batches = list(valid_set.batches(cfg.batch_size))
+                batches = (list(valid_set.batches(cfg.batch_size)) if width is None
+                           else list(valid_set.chunk_batches(width, per_step)))
                 valid_sums = _run_epoch(net, valid_set, cfg, device, None, batches, "valid",
                                         progress, None if ctx is None else
-                                        np.ones(len(batches)))
+                                        np.ones(len(batches)), width)
             if ctx is not None:
                 summed = ddp.all_reduce_sum([*train_sums, *valid_sums], device)
                 train_sums, valid_sums = summed[:3], summed[3:]
