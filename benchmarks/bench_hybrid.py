@@ -20,9 +20,20 @@ GPU beside a one-GPU NCCL run and, with several GPUs, one NCCL process per GPU. 
 second there are the training loop's own (``history.json``: an epoch's frames over its
 training seconds, process start and data loading left out).
 
-    python benchmarks/bench_hybrid.py [--rounds N] [--threads N] [--corpus DIR] [--ddp-only]
+Another table sets the TDNN beside the MLP on the same frames: training frames per second
+(one epoch; the TDNN on chunks of ``chunk_width`` frames, and on single windows as before
+chunks) and scoring frames per second (``HybridAcousticModel.log_posteriors`` over every
+utterance: the TDNN runs over whole utterances, the MLP window by window), for a TDNN as
+wide as the MLP and one of about the MLP's parameter count, each as a ratio to the MLP of
+the same round. ``--tdnn`` also trains both on yesno's real alignments (a monophone's,
+15 Baum-Welch passes) for several seeds and reports validation frame accuracy and test
+%WER.
 
-``--ddp-only`` runs the DDP table alone and prints it without writing ``results/``.
+    python benchmarks/bench_hybrid.py [--rounds N] [--threads N] [--corpus DIR] [--ddp-only]
+                                      [--tdnn] [--yesno DIR]
+
+``--ddp-only`` runs the DDP table alone and ``--tdnn`` the TDNN tables alone; both print
+without writing ``results/``.
 """
 from __future__ import annotations
 
@@ -46,7 +57,8 @@ import torch.nn.functional as F  # noqa: E402
 from asr.data import prepare_fsdd_isolated  # noqa: E402
 from asr.experiment import Experiment  # noqa: E402
 from asr.features import FeatureConfig, read_archive, write_archive  # noqa: E402
-from asr.nnet import NnetConfig, build_net, load_targets, save_targets, splice_frames  # noqa: E402
+from asr.nnet import (HybridAcousticModel, NnetConfig, build_net, load_targets,  # noqa: E402
+                      save_targets, splice_frames)
 from asr.nnet.models import net_spec  # noqa: E402
 from asr.nnet.train import resolve_device, train_nnet  # noqa: E402
 
@@ -149,11 +161,138 @@ def _ddp_table(feats: dict, targets: dict, features: FeatureConfig, tmp: Path, t
                    "epoch s (median)", "speed / one process"], rows), ""]
 
 
+def _parameters(cfg: NnetConfig, input_dim: int) -> int:
+    return sum(p.numel() for p in build_net(net_spec(cfg, input_dim, NUM_PDFS)).parameters())
+
+
+def _matched_tdnn(mlp: NnetConfig, input_dim: int, **changes) -> NnetConfig:
+    """The widest TDNN (otherwise ``mlp``'s settings) with no more parameters than ``mlp``."""
+    budget, width = _parameters(mlp, input_dim), 8
+    while _parameters(NnetConfig(**{**vars(mlp), "model": "tdnn", "hidden_dim": width + 1}),
+                      input_dim) <= budget:
+        width += 1
+    return NnetConfig(**{**vars(mlp), **changes, "model": "tdnn", "hidden_dim": width})
+
+
+def _tdnn_table(feats: dict, targets: dict, tmp: Path, threads: int, rounds: int
+                ) -> list[str]:
+    """Training and scoring frames/s of MLP and TDNN on the same frames; markdown lines."""
+    dim = next(iter(feats.values())).shape[1]
+    mlp = NnetConfig(hidden_dim=256, num_layers=3, epochs=1, valid_fraction=0.0,
+                     device="cpu", num_threads=max(threads, 1))
+    wide = NnetConfig(**{**vars(mlp), "model": "tdnn"})
+    matched = _matched_tdnn(mlp, dim)
+    nets = {"MLP": mlp,
+            f"TDNN, chunks of {wide.chunk_width}": wide,
+            f"TDNN, chunks of {matched.chunk_width}, {matched.hidden_dim} wide": matched,
+            "TDNN, single windows (chunk_width 1)": NnetConfig(**{**vars(wide),
+                                                                 "chunk_width": 1})}
+    frames = sum(len(f) for f in feats.values())
+    train_fps: dict[str, list[float]] = {n: [] for n in nets}
+    score_fps: dict[str, list[float]] = {n: [] for n in nets}
+    runs = itertools.count()
+    for r in range(rounds):
+        for name, cfg in nets.items():
+            net, history = train_nnet(feats, targets, NUM_PDFS, cfg, tmp / f"tdnn_{next(runs)}",
+                                      progress=False)
+            train_fps[name].append(history[-1]["frames_per_second"])
+            model = HybridAcousticModel(net, np.full(NUM_PDFS, 1.0 / NUM_PDFS))
+            start = time.perf_counter()
+            for f in feats.values():
+                model.log_posteriors(f)
+            score_fps[name].append(frames / (time.perf_counter() - start))
+        log(f"  TDNN round {r + 1}/{rounds}: " + ", ".join(
+            f"{n}: train {train_fps[n][-1]:.0f}, score {score_fps[n][-1]:.0f} frames/s"
+            for n in nets))
+    rows = []
+    for name, cfg in nets.items():
+        train_ratio = np.median(np.divide(train_fps[name], train_fps["MLP"]))
+        score_ratio = np.median(np.divide(score_fps[name], score_fps["MLP"]))
+        rows.append([name, f"{cfg.hidden_dim} × {cfg.num_layers}",
+                     f"{_parameters(cfg, dim) / 1e3:.0f} k",
+                     si(float(np.median(train_fps[name])), "frames/s"), f"{train_ratio:.2f}×",
+                     si(float(np.median(score_fps[name])), "frames/s"), f"{score_ratio:.2f}×"])
+    return [f"**TDNN beside the MLP** ({frames} frames, ±5 frames of context, batches of "
+            f"{mlp.batch_size} frames, {threads} torch thread(s); speeds are medians of "
+            f"{rounds} rounds, ratios the median of each round's ratio to the MLP):", "",
+            table(["network", "hidden", "parameters", "training (median)", "/ MLP",
+                   "scoring (median)", "/ MLP"], rows), ""]
+
+
+def _yesno_accuracy(corpus: Path, tmp: Path, threads: int, seeds: int) -> list[str]:
+    """MLP and TDNN trained on a monophone's yesno alignments: valid accuracy, test %WER."""
+    from asr.data import prepare_yesno
+    from asr.decoder import DecoderConfig
+    from asr.evaluate import decode_features
+    from asr.features import apply_pipeline, compute_archive_in_memory
+    from asr.gmm.systems import HmmConfig, align_utterances, train_monophone
+    from asr.gmm.train import GmmTrainConfig
+    from asr.lexicon import Lexicon
+    from asr.nnet import pdf_targets, train_hybrid
+    from asr.scoring import compute_wer
+    from asr.training import Utterance
+
+    dirs = prepare_yesno(corpus, tmp / "yesno_data")
+    mfcc = FeatureConfig(kind="mfcc", num_mel_bins=23, num_ceps=13, deltas=2, cmvn="speaker")
+    fbank = FeatureConfig(kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker")
+
+    def features(cfg, name):
+        raw = compute_archive_in_memory(dirs[name].wavs, cfg, progress=False)
+        return apply_pipeline(raw, cfg, dirs[name].utt2spk)
+
+    train = dirs["train"]
+    gmm_utts = [Utterance(u, f, train.text[u]) for u, f in features(mfcc, "train").items()]
+    gmm, _ = train_monophone(gmm_utts, Lexicon.load(REPO / "data/lexicons/yesno.txt"), mfcc,
+                             HmmConfig(3, 5),
+                             GmmTrainConfig(training="baum-welch", num_iters=15,
+                                            max_gaussians=10, mixup_iters=3),
+                             DecoderConfig(grammar="loop", acoustic_scale=0.1, beam=40.0),
+                             progress=False)
+    targets = pdf_targets(align_utterances(gmm, gmm_utts))
+    dnn_utts = [Utterance(u, f, train.text[u]) for u, f in features(fbank, "train").items()]
+    test = features(fbank, "test")
+    mlp = NnetConfig(hidden_dim=128, num_layers=2, epochs=10, device="cpu",
+                     num_threads=max(threads, 1))          # the yesno recipe's network
+    nets = {"MLP": mlp, "TDNN, as wide": NnetConfig(**{**vars(mlp), "model": "tdnn"})}
+    matched = _matched_tdnn(mlp, 40)
+    nets[f"TDNN, {matched.hidden_dim} wide"] = matched
+    rows, runs = [], itertools.count()
+    for name, cfg in nets.items():
+        accs, errors, words = [], [], 0
+        for seed in range(seeds):
+            out = tmp / f"yesno_{next(runs)}"
+            system = train_hybrid(dnn_utts, targets, gmm, fbank,
+                                  NnetConfig(**{**vars(cfg), "seed": seed}), out,
+                                  progress=False)
+            accs.append(json.loads((out / "history.json").read_text())[-1]["valid_acc"])
+            result = compute_wer(dirs["test"].text, decode_features(system, test,
+                                                                    progress=False))
+            errors.append(result.errors)
+            words = result.words
+        rows.append([name, f"{cfg.hidden_dim} × {cfg.num_layers}",
+                     f"{_parameters(cfg, 40) / 1e3:.0f} k",
+                     f"{100 * np.mean(accs):.1f} ({100 * min(accs):.1f}-{100 * max(accs):.1f})",
+                     f"{100 * np.mean(errors) / words:.2f} ({min(errors)}-{max(errors)} "
+                     f"errors of {words} words)"])
+        log(f"  yesno {name}: valid acc {rows[-1][3]}, %WER {rows[-1][4]}")
+    return [f"**Accuracy on yesno** (a monophone's alignments as targets, 40 log-mel bins, "
+            f"{mlp.epochs} epochs; mean over seeds 0-{seeds - 1}, range in brackets):", "",
+            table(["network", "hidden", "parameters", "valid frame accuracy %", "test %WER"],
+                  rows), ""]
+
+
 def main() -> None:
     def extra(p):
         p.add_argument("--corpus", type=Path, default=REPO.parent / "shared/data/fsdd/recordings")
         p.add_argument("--ddp-only", dest="ddp_only", action="store_true",
                        help="only the DDP table, printed and not written to results/")
+        p.add_argument("--tdnn", action="store_true",
+                       help="only the TDNN tables (speed, yesno accuracy), printed and not "
+                            "written to results/")
+        p.add_argument("--yesno", type=Path, default=REPO.parent / "shared/data/yesno")
+        p.add_argument("--seeds", type=int, default=3, help="seeds of the yesno comparison")
+        p.add_argument("--utts", type=int, default=0,
+                       help="train on the first N recordings only (0: all)")
 
     args = cli(__doc__.splitlines()[0], default_rounds=3, extra=extra)
     info = machine()
@@ -166,10 +305,17 @@ def main() -> None:
                                       cmvn_variance=True), progress=False)
         ex.make_features("isolated/train")
         feats = {u.utt: u.feats for u in ex.utterances("isolated/train")}
+        if args.utts:
+            feats = dict(itertools.islice(feats.items(), args.utts))
         rng = np.random.default_rng(0)
         targets = {u: rng.integers(0, NUM_PDFS, len(f)) for u, f in feats.items()}
         frames = sum(len(f) for f in feats.values())
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        if args.tdnn:
+            print("\n".join(_tdnn_table(feats, targets, tmp, args.threads, args.rounds)
+                            + _yesno_accuracy(args.yesno, tmp, args.threads, args.seeds)))
+            return
+        tdnn_lines = _tdnn_table(feats, targets, tmp, args.threads, args.rounds)
         ddp_lines = _ddp_table(feats, targets, ex.features, tmp, args.threads, args.rounds)
         if args.ddp_only:
             print("\n".join(ddp_lines))
@@ -208,6 +354,7 @@ def main() -> None:
         + ("No CUDA device was present in this run, so there is no GPU row."
            if len(devices) == 1 else ""), "",
         *sections,
+        *tdnn_lines,
         *ddp_lines,
         "Reproduce: `python benchmarks/bench_hybrid.py` (it adds a CUDA section when torch "
         "sees a GPU).", END, ""])
