@@ -66,6 +66,18 @@ def test_scoring_an_utterance_at_once_equals_window_by_window(norm, frames):
             torch.testing.assert_close(whole, windows, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_spliced_layers_are_the_convolutions_of_the_weights(norm):
+    """The TDNN multiplies spliced frames by its Conv1d weights: the same as conv1d."""
+    net = _tdnn(norm)
+    x = torch.randn(3, 30, 5)
+    with torch.no_grad():
+        reference = net.output(net.hidden(x.transpose(1, 2)).transpose(1, 2))  # conv1d
+        torch.testing.assert_close(net(x, sequence=True), reference, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="sequence=True"):
+        net(x)
+
+
 def test_the_acoustic_model_scores_a_tdnn_over_sequences():
     net = _tdnn("batch")
     model = HybridAcousticModel(net, np.full(7, 1 / 7))

@@ -13,6 +13,7 @@ same architecture again, which is how a saved acoustic model is loaded.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from asr.nnet.config import ARCHITECTURE_FIELDS, NnetConfig
@@ -131,6 +132,11 @@ class TDNN(nn.Module):
     logits of the W frames that have their whole context in ``x``. Each convolution is
     "valid", so every layer shortens the sequence by its (kernel - 1) * dilation frames and
     a window shrinks to its centre frame (see ``tdnn_layout``).
+
+    The weights are ``nn.Conv1d``'s, but each convolution runs as Kaldi's TDNN layers do:
+    the ``kernel`` frames it sees spliced side by side, times the kernel as one matrix, in
+    a (B, time, channels) layout that LayerNorm takes as it is (on the CPU about a third
+    faster than ``conv1d`` with its transposes around LayerNorm).
     """
 
     over_sequences = True
@@ -152,13 +158,34 @@ class TDNN(nn.Module):
         self.output = nn.Linear(width, num_pdfs)
 
     def forward(self, x: torch.Tensor, sequence: bool = False) -> torch.Tensor:
-        h = self.hidden(x.transpose(1, 2))          # (B, hidden, W)
+        h = x                                       # (B, time, channels) throughout
+        for module in self.hidden:
+            if isinstance(module, nn.Conv1d):
+                h = _spliced_conv(module, h)
+            elif isinstance(module, nn.BatchNorm1d):
+                h = module(h.transpose(1, 2)).transpose(1, 2)
+            elif isinstance(module, _ChannelLayerNorm):
+                h = nn.LayerNorm.forward(module, h)
+            else:
+                h = module(h)
+        out = self.output(h)                        # (B, W, num_pdfs)
         if sequence:
-            return self.output(h.transpose(1, 2))   # (B, W, num_pdfs)
-        if h.shape[2] != 1:
+            return out
+        if out.shape[1] != 1:
             raise ValueError(f"a window has {self.context_left + 1 + self.context_right} "
                              f"frames, got {x.shape[1]}; pass sequence=True for sequences")
-        return self.output(h.squeeze(2))
+        return out[:, 0]
+
+
+def _spliced_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A valid dilated ``conv`` over (B, T, C_in) as one matrix product -> (B, T', C_out),
+    T' = T - (kernel - 1) * dilation."""
+    kernel, dilation = conv.kernel_size[0], conv.dilation[0]
+    steps = x.shape[1] - (kernel - 1) * dilation
+    spliced = (torch.cat([x[:, k * dilation:k * dilation + steps] for k in range(kernel)], 2)
+               if kernel > 1 else x)                # (B, T', kernel * C_in)
+    weight = conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1)
+    return F.linear(spliced, weight, conv.bias)
 
 
 def sequence_logits(net: nn.Module, feats: torch.Tensor, max_frames: int = 4096
