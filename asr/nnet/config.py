@@ -111,7 +111,7 @@ class NnetConfig:
         check(self.epochs >= 1 and self.batch_size >= 1,
               f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         check(self.chunk_width >= 1, f"chunk_width must be >= 1, got {self.chunk_width}")
-        check(not NETWORKS[self.model].over_sequences or self.chunk_width <= self.batch_size,
+        check(self.training_chunk() is None or self.chunk_width <= self.batch_size,
               f"chunk_width ({self.chunk_width}) must not exceed batch_size "
               f"({self.batch_size}): a minibatch holds batch_size // chunk_width chunks")
         check(self.lr > 0 and self.weight_decay >= 0,
@@ -134,7 +134,8 @@ class NnetConfig:
         """Frames per training chunk: ``chunk_width`` for a network that runs over sequences
         (the TDNN), None for one that classifies independent windows (the MLP)."""
         from asr.nnet.models import NETWORKS
-        return self.chunk_width if NETWORKS[self.model].over_sequences else None
+        sequences = getattr(NETWORKS[self.model], "over_sequences", False)
+        return self.chunk_width if sequences else None
 
     def architecture(self) -> dict:
         """The fields that decide the network's shape, as plain data."""
