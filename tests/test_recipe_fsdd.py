@@ -24,7 +24,8 @@ REDUCED = ["--set", "corpus.connected_train=60", "--set", "corpus.connected_test
            "--set", 'systems=["mono","tri","tri2b","tri3b","hmmlearn","dnn"]',
            "--set", "dnn.epochs=2", "--set", "dnn.hidden_dim=64", "--set", "dnn.num_layers=2",
            "--set", "augment.speed_factors=[1.1]", "--set", "augment.noise_snrs=[10]",
-           "--set", "augment.gmm_noisy=true", "--set", "dnn_extra_seeds=[1]"]
+           "--set", "augment.gmm_noisy=true", "--set", "dnn_extra_seeds=[1]",
+           "--set", "dnn_dropouts=[0.1,0.2]", "--set", "tri3b_budgets=[]"]
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +117,16 @@ def test_tri3b_adapts_to_each_test_speaker(fsdd_run):
 
 
 def test_validation_never_holds_a_copy_of_a_training_recording(fsdd_run):
+    import json
+
     from asr.data import DataDir, copy_source
     exp, data = fsdd_run / "exp/fsdd", fsdd_run / "data/fsdd"
     for fold, copies in (("main", "train_noisy"), ("heldout_theo", "train_sp")):
-        train, valid = (set((exp / fold / "dnn_train" / name).read_text().split())
+        choice = json.loads((exp / fold / "dnn_dropout.json").read_text())   # chosen on dev
+        assert set(choice["dev_errors"]) == {"0.1", "0.2"}
+        assert choice["dev_errors"][f"{choice['dropout']:g}"] == min(choice["dev_errors"].values())
+        train_dir = exp / fold / f"dnn_dropout{choice['dropout']:g}_train"
+        train, valid = (set((train_dir / name).read_text().split())
                         for name in ("train_utts", "valid_utts"))
         source = {u: u for u in DataDir.load(data / fold / "train").utts}
         source.update({u: copy_source(u) for u in DataDir.load(data / fold / copies).utts})
@@ -138,7 +145,8 @@ def test_a_rerun_rewrites_the_rows_of_its_systems_whole(fsdd_run, shared_data):
     rerun = REDUCED + ["--set", 'systems=["mono"]', "--set", "corpus.heldout_folds=[]"]
     assert load_recipe("fsdd").main(args + rerun) == 0
     after, runs = load_results(path), load_runs(path)
-    assert set(after["mono"]) == {"isolated", "connected", "white_10dB"}    # no stale columns
+    assert set(after["mono"]) == {"dev", "isolated", "dev_connected", "connected",
+                                  "white_10dB"}                            # no stale columns
     assert after["mono"]["isolated"] == before["mono"]["isolated"]
     assert after["tri"] == before["tri"]                                   # untouched rows stay
     assert "corpus.heldout_folds=[]" in runs["mono"]["command"]
