@@ -1,22 +1,31 @@
 """A reduced FSDD recipe run (fewer strings, folds and iterations) that still asserts WER bounds."""
 import re
 
+import numpy as np
 import pytest
 
 from asr.results import load_results, load_runs
 from conftest import load_recipe
 
 REDUCED = ["--set", "corpus.connected_train=60", "--set", "corpus.connected_test=20",
+           "--set", "corpus.connected_dev=20",
            "--set", 'corpus.heldout_folds=["theo"]', "--set", 'corpus.connected_heldout_speaker="theo"',
            "--set", 'corpus.noise_kinds=["white"]', "--set", "corpus.snrs=[10]",
            "--set", "mono.num_iters=8", "--set", "mono.mixup_iters=6",
            "--set", "mono.max_gaussians=300",
            "--set", "tri.num_iters=6", "--set", "tri.realign_iters=[3]", "--set", "tri.mixup_iters=4",
            "--set", "tri.max_gaussians=400", "--set", "tri.num_leaves=100",
-           "--set", "hmmlearn.n_iter=3", "--set", 'systems=["mono","tri","hmmlearn","dnn"]',
+           *[arg for name in ("tri2b", "tri3b") for arg in (
+               "--set", f"{name}.num_iters=6", "--set", f"{name}.realign_iters=[3]",
+               "--set", f"{name}.mixup_iters=4", "--set", f"{name}.max_gaussians=400",
+               "--set", f"{name}.num_leaves=100")],
+           "--set", "tri2b.mllt_iters=[2,4]", "--set", "tri3b.fmllr_iters=[2,4]",
+           "--set", "hmmlearn.n_iter=3",
+           "--set", 'systems=["mono","tri","tri2b","tri3b","hmmlearn","dnn"]',
            "--set", "dnn.epochs=2", "--set", "dnn.hidden_dim=64", "--set", "dnn.num_layers=2",
            "--set", "augment.speed_factors=[1.1]", "--set", "augment.noise_snrs=[10]",
-           "--set", "augment.gmm_noisy=true", "--set", "dnn_extra_seeds=[1]"]
+           "--set", "augment.gmm_noisy=true", "--set", "dnn_extra_seeds=[1]",
+           "--set", "dnn_dropouts=[0.1,0.2]", "--set", "tri3b_budgets=[]"]
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +39,27 @@ def fsdd_run(tmp_path_factory, shared_data):
 
 def test_reduced_fsdd_recipe_bounds(fsdd_run):
     results = load_results(fsdd_run / "results/fsdd/results.json")
-    assert set(results) == {"mono", "tri", "hmmlearn", "dnn", "dnn_seed1"}
-    assert set(results["dnn_seed1"]) == {"heldout_theo", "connected_heldout_theo"}
-    assert set(results["mono"]) == {"isolated", "connected", "white_10dB", "heldout_theo",
-                                    "connected_heldout_theo"}
+    assert set(results) == {"mono", "tri", "tri2b", "tri3b", "hmmlearn", "dnn", "dnn_seed1"}
+    assert set(results["dnn_seed1"]) == {"dev_heldout_theo", "heldout_theo",
+                                         "dev_connected_heldout_theo", "connected_heldout_theo"}
+    columns = {"dev", "isolated", "dev_connected", "connected", "white_10dB",
+               "dev_heldout_theo", "heldout_theo", "dev_connected_heldout_theo",
+               "connected_heldout_theo"}
+    for system in ("mono", "tri", "tri2b", "tri3b", "dnn"):     # every chain stage: dev, test
+        assert set(results[system]) == columns, system
+        assert results[system]["dev"]["words"] == 250          # 5 per digit of 5 speakers
+        assert results[system]["dev_heldout_theo"]["words"] == 200
+        assert results[system]["dev"]["wer"] <= 10.0, system
+    assert results["tri3b"]["isolated"]["wer"] <= 4.0
+    assert results["tri3b"]["connected"]["wer"] <= 20.0
     assert set(results["hmmlearn"]) == {"isolated", "heldout_theo"}
     assert results["mono"]["isolated"]["words"] == 250
     assert results["mono"]["isolated"]["wer"] <= 4.0
     assert results["tri"]["isolated"]["wer"] <= 4.0
     assert results["tri"]["connected"]["wer"] <= 20.0  # the monophone sees isolated digits only
     md = (fsdd_run / "results/fsdd/RESULTS.md").read_text()
-    assert "| mono |" in md and "%WER" in md
+    assert "| mono |" in md and "| tri3b |" in md and "%WER" in md
+    assert "## Chosen on dev" in md
     assert "## Hybrid DNN over 2 seeds" in md and "| heldout mean |" in md
     runs = load_runs(fsdd_run / "results/fsdd/results.json")
     assert runs["mono"]["settings"]["mono"]["num_iters"] == 8          # overrides recorded
@@ -52,11 +71,62 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     assert (fsdd_run / "results/fsdd/dnn_learning_curve.png").exists()
 
 
+def test_dev_is_kept_out_of_training(fsdd_run, shared_data):
+    """No dev recording trains any system of its fold, alone or inside a connected string;
+    test is scored at the weights chosen on the fold's dev set."""
+    import json
+
+    from asr.data import DataDir
+    from asr.data.connected import plan_fsdd_connected
+    data, exp = fsdd_run / "data/fsdd", fsdd_run / "exp/fsdd"
+    for fold, iso, con, heldout in (
+            ("main", "isolated", "connected", None),
+            ("heldout_theo", "isolated_heldout_theo", "connected_heldout_theo", "theo")):
+        dev = DataDir.load(data / iso / "dev")
+        train = DataDir.load(data / fold / "train")
+        assert not set(dev.utts) & set(train.utts)
+        assert len(dev) == 10 * 5 * len(set(dev.utt2spk.values()))
+        first = 0 if heldout else 5                           # the first training indices
+        assert {int(u.rsplit("_", 1)[1]) for u in dev.utts} == set(range(first, first + 5))
+        plan = {x.utt: x for x in plan_fsdd_connected(shared_data / "fsdd", 240, 20, seed=0,
+                                                      heldout_speaker=heldout)["train"]}
+        strings = DataDir.load(data / con / "train")
+        assert len(strings) == 60
+        for utt in strings.utts:                              # the recordings inside
+            assert strings.text[utt] == plan[utt].words
+            assert not {r.utt for r in plan[utt].recordings} & set(dev.utts)
+        assert len(DataDir.load(data / con / "dev")) == 20
+    choices = json.loads((exp / "decode_choices.json").read_text())
+    for system in ("tri", "tri3b", "dnn"):
+        assert choices[system]["isolated"] == choices[system]["dev"]
+        assert choices[system]["white_10dB"] == choices[system]["dev_connected"]
+        assert choices[system]["heldout_theo"] == choices[system]["dev_heldout_theo"]
+    results = load_results(fsdd_run / "results/fsdd/results.json")
+    chosen = choices["tri"]["dev"]
+    line = (exp / "main/tri/decode_dev" / f"wer_{chosen[0]:g}_{chosen[1]:g}").read_text()
+    assert line.split()[1] == f"{results['tri']['dev']['wer']:.2f}"
+
+
+def test_tri3b_adapts_to_each_test_speaker(fsdd_run):
+    from asr.transforms.fmllr import load_transforms
+    exp = fsdd_run / "exp/fsdd"
+    heldout = load_transforms(exp / "heldout_theo/tri3b/decode_heldout_theo/trans.npz")
+    assert set(heldout) == {"theo"}                 # its 500 recordings adapt one transform
+    W = heldout["theo"]
+    assert W.shape == (40, 41) and not np.allclose(W, np.hstack([np.eye(40), np.zeros((40, 1))]))
+
+
 def test_validation_never_holds_a_copy_of_a_training_recording(fsdd_run):
+    import json
+
     from asr.data import DataDir, copy_source
     exp, data = fsdd_run / "exp/fsdd", fsdd_run / "data/fsdd"
     for fold, copies in (("main", "train_noisy"), ("heldout_theo", "train_sp")):
-        train, valid = (set((exp / fold / "dnn_train" / name).read_text().split())
+        choice = json.loads((exp / fold / "dnn_dropout.json").read_text())   # chosen on dev
+        assert set(choice["dev_errors"]) == {"0.1", "0.2"}
+        assert choice["dev_errors"][f"{choice['dropout']:g}"] == min(choice["dev_errors"].values())
+        train_dir = exp / fold / f"dnn_dropout{choice['dropout']:g}_train"
+        train, valid = (set((train_dir / name).read_text().split())
                         for name in ("train_utts", "valid_utts"))
         source = {u: u for u in DataDir.load(data / fold / "train").utts}
         source.update({u: copy_source(u) for u in DataDir.load(data / fold / copies).utts})
@@ -75,7 +145,8 @@ def test_a_rerun_rewrites_the_rows_of_its_systems_whole(fsdd_run, shared_data):
     rerun = REDUCED + ["--set", 'systems=["mono"]', "--set", "corpus.heldout_folds=[]"]
     assert load_recipe("fsdd").main(args + rerun) == 0
     after, runs = load_results(path), load_runs(path)
-    assert set(after["mono"]) == {"isolated", "connected", "white_10dB"}    # no stale columns
+    assert set(after["mono"]) == {"dev", "isolated", "dev_connected", "connected",
+                                  "white_10dB"}                            # no stale columns
     assert after["mono"]["isolated"] == before["mono"]["isolated"]
     assert after["tri"] == before["tri"]                                   # untouched rows stay
     assert "corpus.heldout_folds=[]" in runs["mono"]["command"]

@@ -7,6 +7,11 @@ speaker. Two splits are used:
 - speaker-independent: every recording of one held-out speaker tests, those of the
   other speakers train.
 
+Either split may keep a dev set out of training (:func:`split_dev`): the first few training
+recordings of every digit and training speaker (indices 5.. in the conventional split,
+0.. in the speaker-independent one), so that dev holds the training speakers' voices and
+never a recording that trains.
+
 The utterance id of a recording is ``{speaker}_{digit}_{index:02d}`` (e.g.
 ``jackson_7_32``), so utterances sort by speaker as Kaldi requires; its speaker is the
 FSDD speaker and its transcript the digit's word (``SEVEN``).
@@ -22,7 +27,7 @@ from asr.data.datadir import DataDir
 from asr.errors import DataError
 
 __all__ = ["DIGIT_WORDS", "FSDD_SPEAKERS", "Recording", "fsdd_recordings", "split_recordings",
-           "prepare_fsdd_isolated"]
+           "split_dev", "prepare_fsdd_isolated"]
 
 DIGIT_WORDS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
 # The five speakers of the project's copy. The public release adds "george"; leaving him out
@@ -109,6 +114,27 @@ def split_recordings(recordings: Sequence[Recording], heldout_speaker: str | Non
             [r for r in recordings if r.speaker == heldout_speaker])
 
 
+def split_dev(train: Sequence[Recording], num_dev: int
+              ) -> tuple[list[Recording], list[Recording]]:
+    """Split training recordings into ``(train, dev)``: the ``num_dev`` lowest-indexed
+    recordings of every (speaker, digit) go to dev, the rest stay in train.
+
+    Raises
+    ------
+    ValueError
+        When ``num_dev`` is negative or would leave a (speaker, digit) without training data.
+    """
+    cells: dict[tuple[str, int], list[Recording]] = {}
+    for recording in sorted(train):
+        cells.setdefault((recording.speaker, recording.digit), []).append(recording)
+    if num_dev < 0 or any(num_dev >= len(cell) for cell in cells.values()):
+        smallest = min((len(cell) for cell in cells.values()), default=0)
+        raise ValueError(f"num_dev must lie in [0, {smallest - 1}] (recordings per digit and "
+                         f"speaker in training, less one), got {num_dev}")
+    dev = {r for cell in cells.values() for r in sorted(cell, key=lambda r: r.index)[:num_dev]}
+    return ([r for r in train if r not in dev], [r for r in train if r in dev])
+
+
 def _data_dir(recordings: Sequence[Recording]) -> DataDir:
     return DataDir(wavs={r.utt: r.path for r in recordings},
                    text={r.utt: [r.word] for r in recordings},
@@ -117,20 +143,26 @@ def _data_dir(recordings: Sequence[Recording]) -> DataDir:
 
 def prepare_fsdd_isolated(corpus_dir: str | Path, out_dir: str | Path,
                           heldout_speaker: str | None = None,
-                          speakers: Sequence[str] | None = None) -> dict[str, DataDir]:
-    """Write ``out_dir/train`` and ``out_dir/test``, one utterance per recording.
+                          speakers: Sequence[str] | None = None,
+                          num_dev: int = 0) -> dict[str, DataDir]:
+    """Write ``out_dir/train`` and ``out_dir/test`` (and ``out_dir/dev`` with ``num_dev``),
+    one utterance per recording.
 
     With the five speakers: 2,250 train and 250 test utterances (conventional split), or
-    2,000 and 500 with a held-out speaker.
+    2,000 and 500 with a held-out speaker; ``num_dev`` recordings of every digit and
+    training speaker move from train to dev (:func:`split_dev`).
 
     Returns
     -------
     dict[str, DataDir]
-        ``{"train": ..., "test": ...}``, as saved.
+        ``{"train": ..., "test": ...}`` (and ``"dev"``), as saved.
     """
     train, test = split_recordings(fsdd_recordings(corpus_dir, speakers), heldout_speaker)
     out_dir = Path(out_dir)
     splits = {"train": _data_dir(train), "test": _data_dir(test)}
+    if num_dev:
+        train, dev = split_dev(train, num_dev)
+        splits.update(train=_data_dir(train), dev=_data_dir(dev))
     for name, data in splits.items():
         data.save(out_dir / name)
     return splits

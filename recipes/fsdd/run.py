@@ -3,16 +3,27 @@
 
     python recipes/fsdd/run.py [--stage N] [--stop-stage M] [--corpus DIR]
 
-Stages: 0 data, 1 features, 2 monophone, 3 triphone, 4 hmmlearn baseline, 5 hybrid DNN,
+Stages: 0 data, 1 features, 2 monophone, 3 triphones (tri1: deltas; tri2b: LDA+MLLT;
+tri3b: SAT with fMLLR, each with its own done-marker), 4 hmmlearn baseline, 5 hybrid DNN,
 6 decode, 7 results. Systems are trained per fold: "main" (conventional split: isolated
 and connected training data; tested on isolated, connected and noisy connected digits)
 and one "heldout_<speaker>" fold per speaker left out of training entirely.
 
-The GMM systems train on the clean recordings. The hybrid DNN also sees augmented copies
-(``[augment]``), with frame targets from the triphone system: speed-perturbed copies of the
-isolated recordings in the held-out folds (aligned afresh), and one noisy copy of every
-recording in the main fold (white, pink or babble at 20-0 dB; a noisy copy keeps its
-clean recording's alignment), as Kaldi's recipes train their neural networks.
+Every fold keeps a dev set out of training: the first ``corpus.dev_recordings`` training
+recordings of every digit and training speaker, and ``corpus.connected_dev`` connected
+strings made of those recordings only (folds with connected test sets); training strings
+that hold a dev recording are not used. Each system decodes dev and test into lattices once;
+the LM weight (LMWT = 1 / acoustic scale) and word insertion penalty with the fewest dev
+errors are chosen (isolated dev for the isolated tests, connected dev for the connected and
+noisy ones), and test is reported at dev's choice. The hybrid's dropout is chosen on dev too.
+
+The GMM systems train on the clean recordings; tri3b decodes in two passes with one fMLLR
+transform per speaker. The hybrid DNN trains on the last GMM's alignments (tri3b's:
+fMLLR-adapted, as Kaldi's ``align_fmllr.sh``) and also sees augmented copies
+(``[augment]``): speed-perturbed copies of the isolated recordings in the held-out folds
+(aligned afresh), and one noisy copy of every recording in the main fold (white, pink or
+babble at 20-0 dB; a noisy copy keeps its clean recording's alignment), as Kaldi's recipes
+train their neural networks.
 """
 from __future__ import annotations
 
@@ -23,17 +34,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from asr.baseline import HmmlearnBaselineConfig, run_baseline
-from asr.data import (DataDir, copy_source, locate_corpus, prepare_fsdd_connected,
-                      prepare_fsdd_isolated, prepare_noisy, prepare_noisy_copies,
+from asr.data import (DataDir, copy_source, locate_corpus, prepare_fsdd_isolated, prepare_noisy, prepare_noisy_copies,
                       prepare_speed_perturbed)
 from asr.decoder import DecoderConfig
 from asr.experiment import Experiment
 from asr.features import FeatureConfig
 from asr.fileio import write_json
-from asr.gmm.systems import HmmConfig, align_utterances, train_monophone, train_triphone
+from asr.data.connected import (EDGE_PAUSE_MS, INNER_PAUSE_MS, NOISE_FLOOR_DB, DigitString,
+                                plan_fsdd_connected, render_string)
+from asr.data.fsdd import RATE, fsdd_recordings, split_dev, split_recordings
+from asr.audio import write_wav
+from asr.fileio import atomic_dir
+from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
+from asr.gmm.sat import SatConfig, align_adapted, train_sat
+from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
 from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
+from asr.lvcsr import SweepConfig, decode_lattices, score_sweep
 from asr.nnet import NnetConfig, pdf_targets, train_hybrid
 from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_parallel, run_recipe,
                         run_record, run_stages, seed_everything, setup_logging, write_settings)
@@ -52,9 +72,19 @@ class CorpusSettings:
                                                               "theo", "yweweler"])
     connected_train: int = 1000
     connected_test: int = 300
+    dev_recordings: int = 5      # per digit and training speaker, kept out of training
+    connected_dev: int = 100     # strings of dev recordings (folds with connected tests)
     connected_heldout_speaker: str = "nicolas"
     noise_kinds: list[str] = field(default_factory=lambda: ["white", "pink", "babble"])
     snrs: list[int] = field(default_factory=lambda: [20, 10, 5, 0])
+
+    def __post_init__(self):
+        if self.dev_recordings < 1:
+            raise ValueError("dev_recordings must be >= 1: weights are chosen on dev, "
+                             "never on test")
+        if self.connected_dev < 1:
+            raise ValueError("connected_dev must be >= 1: the connected and noisy test sets "
+                             "are decoded at a connected dev set's choice")
 
 
 @dataclass
@@ -84,7 +114,8 @@ class AugmentSettings:
 class Settings:
     seed: int = 0
     lexicon: str = "data/lexicons/digits.txt"
-    systems: list[str] = field(default_factory=lambda: ["mono", "tri", "hmmlearn", "dnn"])
+    systems: list[str] = field(default_factory=lambda: ["mono", "tri", "tri2b", "tri3b",
+                                                        "hmmlearn", "dnn"])
     mono_on_isolated: bool = True
     jobs: int = 2                       # folds trained at once (one process each)
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
@@ -92,6 +123,10 @@ class Settings:
     hmm: HmmConfig = field(default_factory=HmmConfig)
     mono: GmmTrainConfig = field(default_factory=GmmTrainConfig)
     tri: GmmTrainConfig = field(default_factory=lambda: GmmTrainConfig(num_leaves=300))
+    tri2b: LdaMlltConfig = field(default_factory=lambda: LdaMlltConfig(num_leaves=300,
+                                                                       max_gaussians=2000))
+    tri3b: SatConfig = field(default_factory=lambda: SatConfig(num_leaves=300,
+                                                               max_gaussians=2000))
     hmmlearn: HmmlearnBaselineConfig = field(default_factory=HmmlearnBaselineConfig)
     dnn_features: FeatureConfig = field(default_factory=lambda: FeatureConfig(
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
@@ -100,15 +135,44 @@ class Settings:
     decode_isolated: DecoderConfig = field(default_factory=lambda: DecoderConfig("single"))
     decode_connected: DecoderConfig = field(default_factory=DecoderConfig)
     dnn_acoustic_scale: float = 0.2     # hybrid scores are scaled likelihoods: own scale
+    # Gaussian budgets tri3b trains at in every fold; the one with the fewest errors on the
+    # fold's dev sets (at the decoding settings) is the fold's tri3b. []: tri3b.max_gaussians
+    tri3b_budgets: list[int] = field(default_factory=list)
+    # dropouts the hybrid (dnn.seed) trains at in every fold; the fewest dev errors win and
+    # the extra seeds train at that dropout. []: dnn.dropout
+    dnn_dropouts: list[float] = field(default_factory=list)
+    # LMWT (1 / acoustic scale) and word insertion penalty, chosen on dev; ties go to the
+    # weights listed first, so each list starts with the decoding setting
+    sweep: SweepConfig = field(default_factory=lambda: SweepConfig(
+        lm_weights=[10.0, 6.0, 8.0, 12.0, 14.0, 17.0], word_penalties=[0.0, 1.0, 2.0]))
+    dnn_sweep: SweepConfig = field(default_factory=lambda: SweepConfig(
+        lm_weights=[5.0, 3.0, 4.0, 6.0, 8.0], word_penalties=[0.0, 1.0, 2.0]))
     # the held-out folds' hybrid is also trained with these seeds (rows "dnn_seed<k>"), so
     # that RESULTS.md gives its mean and spread over seeds
     dnn_extra_seeds: list[int] = field(default_factory=lambda: [1, 2])
 
     def __post_init__(self):
+        unknown = sorted(set(self.systems) - {"mono", "tri", "tri2b", "tri3b", "hmmlearn", "dnn"})
+        if unknown:
+            raise ValueError(f"unknown systems {unknown}; expected among mono, tri, tri2b, "
+                             "tri3b, hmmlearn, dnn")
+        chain = ["mono", "tri", "tri2b", "tri3b"]
+        for i, name in enumerate(chain[1:], 1):
+            if name in self.systems and chain[i - 1] not in self.systems:
+                raise ValueError(f"{name} trains on {chain[i - 1]}'s alignments: systems with "
+                                 f"'{name}' need '{chain[i - 1]}'")
+        if "dnn" in self.systems and "tri" not in self.systems:
+            raise ValueError("the hybrid trains on a triphone system's alignments: systems "
+                             "with 'dnn' need 'tri'")
         if self.dnn.seed in self.dnn_extra_seeds or len(set(self.dnn_extra_seeds)) < len(
                 self.dnn_extra_seeds):
             raise ValueError(f"dnn_extra_seeds must differ from each other and from dnn.seed "
                              f"({self.dnn.seed}), got {self.dnn_extra_seeds}")
+
+    @property
+    def gmms(self) -> list[str]:
+        """The GMM chain's systems, in training order."""
+        return [x for x in ("mono", "tri", "tri2b", "tri3b") if x in self.systems]
 
     def dnn_systems(self, fold: str) -> dict[str, int]:
         """The hybrid systems of one fold: name -> network seed."""
@@ -156,6 +220,19 @@ class Folds:
             tests.append(TestSet(f"connected_{fold}", f"connected_{fold}/test", False))
         return tests
 
+    def devs(self, fold: str) -> list[TestSet]:
+        """The fold's dev sets: its training speakers' isolated dev recordings, and connected
+        dev strings where the fold has connected test sets."""
+        suffix = "" if fold == "main" else f"_{fold}"
+        devs = [TestSet(f"dev{suffix}", f"isolated{suffix}/dev", True)]
+        if any(not t.isolated for t in self.tests(fold)):
+            devs.append(TestSet(f"dev_connected{suffix}", f"connected{suffix}/dev", False))
+        return devs
+
+    def dev_for(self, fold: str, test: TestSet) -> TestSet:
+        """The dev set whose choice of weights ``test`` is reported at (same grammar)."""
+        return next(d for d in self.devs(fold) if d.isolated == test.isolated)
+
     def dnn_train_sets(self, fold: str) -> list[str]:
         """The hybrid's training data: the clean set and its augmented copies.
 
@@ -172,8 +249,8 @@ class Folds:
     def all_data_sets(self) -> list[str]:
         sets = [f"{fold}/train" for fold in self.names]
         for fold in self.names:
-            sets += [t.data for t in self.tests(fold)]
-        return sets
+            sets += [t.data for t in self.devs(fold) + self.tests(fold)]
+        return list(dict.fromkeys(sets))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,16 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     def data():
         c = s.corpus
         corpus = corpus_dirs[0]
-        prepare_fsdd_isolated(corpus, ex.data / "isolated", speakers=c.speakers)
+        prepare_fsdd_isolated(corpus, ex.data / "isolated", speakers=c.speakers,
+                              num_dev=c.dev_recordings)
         for spk in c.heldout_folds:
             prepare_fsdd_isolated(corpus, ex.data / f"isolated_heldout_{spk}",
-                                  heldout_speaker=spk, speakers=c.speakers)
-        prepare_fsdd_connected(corpus, ex.data / "connected", c.connected_train,
-                               c.connected_test, seed=s.seed, speakers=c.speakers)
+                                  heldout_speaker=spk, speakers=c.speakers,
+                                  num_dev=c.dev_recordings)
+        _prepare_connected(corpus, ex.data / "connected", c, s.seed)
         if c.connected_heldout_speaker in c.heldout_folds:
-            prepare_fsdd_connected(corpus, ex.data / f"connected_heldout_{c.connected_heldout_speaker}",
-                                   c.connected_train, c.connected_test, seed=s.seed,
-                                   heldout_speaker=c.connected_heldout_speaker, speakers=c.speakers)
+            _prepare_connected(corpus, ex.data / f"connected_heldout_{c.connected_heldout_speaker}",
+                               c, s.seed, heldout_speaker=c.connected_heldout_speaker)
         prepare_noisy(ex.data / "connected/test", ex.data / "noisy",
                       recordings_for_babble=ex.data / "isolated/train", kinds=c.noise_kinds,
                       snrs=c.snrs, seed=s.seed)
@@ -231,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         def speed():
             # every isolated recording is perturbed once; each fold takes its training ones
             copies = prepare_speed_perturbed(
-                DataDir.combine(DataDir.load(ex.data / f"isolated/{x}") for x in ("train", "test")),
+                DataDir.combine(DataDir.load(ex.data / f"isolated/{x}")
+                                for x in ("train", "dev", "test")),
                 ex.data / "augment", "isolated_sp", a.speed_factors)
             for fold, sets in todo.items():
                 if f"{fold}/train_sp" in sets:
@@ -288,15 +366,52 @@ def main(argv: list[str] | None = None) -> int:
                                   s.decode_connected, progress)[0]
         per_fold("tri", train_one)
 
+    def adapted(name: str, train, previous: str):
+        """tri2b (LDA+MLLT on tri's alignments) or tri3b (SAT on tri2b's), on the clean
+        training data's base features. fMLLR's speakers are CMVN's: a speaker's connected
+        strings are a speaker of their own (``_cmvn_speakers``), normalised apart from the
+        isolated recordings; each of them holds thousands of frames.
+
+        With ``tri3b_budgets`` each fold trains tri3b at every Gaussian budget and keeps the
+        one with the fewest errors on its dev sets (``<fold>/tri3b_budget.json``)."""
+        def train_one(fold, cfg=getattr(s, name)):
+            return train(ex.utterances(f"{fold}/train", raw=True),
+                         ex.load_system(f"{fold}/{previous}"), cfg,
+                         ex.data_dir(f"{fold}/train").utt2spk, s.decode_connected, progress)[0]
+
+        def tuned(fold):
+            errors = {}
+            for budget in s.tri3b_budgets:
+                train_one(fold, dataclasses.replace(s.tri3b, max_gaussians=budget)).save(
+                    ex.system_dir(f"{fold}/tri3b_g{budget}"))
+                errors[budget] = dev_errors(fold, f"tri3b_g{budget}")
+            best = min(s.tri3b_budgets, key=lambda b: errors[b])     # ties: first listed
+            write_json(ex.system_dir(f"{fold}/tri3b_budget.json"), {
+                "max_gaussians": best, "dev_errors": {str(b): errors[b] for b in errors}})
+            return ex.load_system(f"{fold}/tri3b_g{best}")
+        per_fold(name, tuned if name == "tri3b" and s.tri3b_budgets else train_one)
+
+    def dev_errors(fold: str, system: str, hybrid: bool = False) -> int:
+        """Errors of ``<fold>/<system>`` on the fold's dev sets at the decoding settings."""
+        errors = 0
+        for d in folds.devs(fold):
+            cfg = s.decode_isolated if d.isolated else s.decode_connected
+            if hybrid:
+                cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
+            _, result = ex.decode(f"{fold}/{system}", d.data, cfg, d.column,
+                                  ex_dnn if hybrid else ex)
+            errors += result.errors
+        return errors
+
     def dnn():
         def task(fold):
             start = time.perf_counter()
             sets = folds.dnn_train_sets(fold)
-            for name in sets + [t.data for t in folds.tests(fold)]:
+            for name in sets + [t.data for t in folds.devs(fold) + folds.tests(fold)]:
                 ex_dnn.make_features(name)
-            gmm = ex.load_system(f"{fold}/tri")
+            gmm = ex.load_system(f"{fold}/{s.gmms[-1]}")
             targets, sources = {}, {}
-            for name in sets:   # targets: the triphone system's forced alignments
+            for name in sets:   # targets: the last GMM's (fMLLR-adapted) forced alignments
                 copies = name != f"{fold}/train"
                 if copies:      # augmented copies: validation keeps them with their source
                     sources.update({u: copy_source(u) for u in ex.data_dir(name).utts})
@@ -306,13 +421,32 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if copies:
                     ex.make_features(name)
-                targets.update(pdf_targets(align_utterances(gmm, ex.utterances(name))))
+                alignments, _ = align_adapted(gmm, ex.utterances(name, raw=True),
+                                              ex.data_dir(name).utt2spk)
+                targets.update(pdf_targets(alignments))
             utts = [u for name in sets for u in ex_dnn.utterances(name)]
+
+            def train(name, cfg):
+                train_hybrid(utts, targets, gmm, s.dnn_features, cfg,
+                             ex.system_dir(f"{fold}/{name}_train"), progress, sources
+                             ).save(ex.system_dir(f"{fold}/{name}"))
+
+            choice = ex.system_dir(f"{fold}/dnn_dropout.json")
+            if s.dnn_dropouts and "dnn" in todo[fold]:   # dnn.seed at each dropout; dev picks
+                errors = {}
+                for dropout in s.dnn_dropouts:
+                    name = f"dnn_dropout{dropout:g}"
+                    train(name, dataclasses.replace(s.dnn, dropout=dropout))
+                    errors[dropout] = dev_errors(fold, name, hybrid=True)
+                best = min(s.dnn_dropouts, key=lambda d: errors[d])   # ties: first listed
+                ex.load_system(f"{fold}/dnn_dropout{best:g}").save(ex.system_dir(f"{fold}/dnn"))
+                write_json(choice, {"dropout": best, "dev_errors": {
+                    f"{d:g}": errors[d] for d in s.dnn_dropouts}})
+            dropout = (json.loads(choice.read_text())["dropout"] if s.dnn_dropouts
+                       else s.dnn.dropout)
             for system, seed in todo[fold].items():
-                train_hybrid(utts, targets, gmm, s.dnn_features,
-                             dataclasses.replace(s.dnn, seed=seed),
-                             ex.system_dir(f"{fold}/{system}_train"), progress, sources
-                             ).save(ex.system_dir(f"{fold}/{system}"))
+                if not (s.dnn_dropouts and system == "dnn"):
+                    train(system, dataclasses.replace(s.dnn, seed=seed, dropout=dropout))
             return time.perf_counter() - start
         todo = {fold: {system: seed for system, seed in s.dnn_systems(fold).items()  # folds
                        if not (ex.system_dir(f"{fold}/{system}") / "manifest.json").exists()}
@@ -324,8 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             timed(f"train/{fold}/dnn", sec / len(todo[fold]))
 
     def hmmlearn():
-        def task(fold, t):
-            train, test = ex.data_dir(f"{fold}/train"), ex.data_dir(t.data)
+        def task(fold, t):   # it tunes nothing: it trains on the dev recordings too
+            train = DataDir.combine([ex.data_dir(f"{fold}/train"),
+                                     ex.data_dir(folds.devs(fold)[0].data)])
+            test = ex.data_dir(t.data)
             iso_train = train.subset(u for u in train.utts if len(train.text[u]) == 1)
             return run_baseline(iso_train, test, s.features, s.hmmlearn, progress=progress)
         jobs = [(fold, t) for fold in folds.names for t in folds.tests(fold) if t.isolated]
@@ -340,38 +476,71 @@ def main(argv: list[str] | None = None) -> int:
         ex.record("hmmlearn", scores, run)
 
     def decode():
-        def task(fold, system):   # one system's decodes; the parent writes results.json
+        def task(fold, system):
+            """One system's decodes of one fold: per grammar, the dev set and the test sets
+            into lattices once; the weights with the fewest dev errors, test at them."""
+            hybrid = system.startswith("dnn")
             done = []
-            for t in folds.tests(fold):
-                cfg = s.decode_isolated if t.isolated else s.decode_connected
-                hybrid = system.startswith("dnn")
+            for isolated in (True, False):
+                tests = [t for t in folds.tests(fold) if t.isolated == isolated]
+                if not tests:
+                    continue
+                dev = folds.dev_for(fold, tests[0])
+                cfg = s.decode_isolated if isolated else s.decode_connected
                 if hybrid:
                     cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
-                seconds, result = ex.decode(f"{fold}/{system}", t.data, cfg, t.column,
-                                            ex_dnn if hybrid else ex)
-                done.append((t.column, result, seconds))
+                sweep = s.dnn_sweep if hybrid else s.sweep
+                lattices = decode_lattices(ex, f"{fold}/{system}",
+                                           [dev.data] + [t.data for t in tests], cfg,
+                                           ex_dnn if hybrid else None)
+                chosen = None
+                for t in [dev] + tests:
+                    lat, text = lattices[t.data], ex.data_dir(t.data).text
+                    out = ex.system_dir(f"{fold}/{system}") / f"decode_{t.column}"
+                    result, chosen = score_sweep(
+                        lat, {u: text[u] for u in lat.lattices},
+                        sweep if chosen is None else SweepConfig([chosen[0]], [chosen[1]]),
+                        out, str(out), chosen)
+                    done.append((t.column, result, lat.seconds, chosen))
             return done
         jobs = [(fold, system) for fold in folds.names
                 for system in [x for x in s.systems if x not in ("hmmlearn", "dnn")]
                 + list(s.dnn_systems(fold))]
         outputs = run_parallel([lambda job=job: task(*job) for job in jobs], s.jobs)
         scores: dict[str, dict] = {}
+        choices_path = ex.exp / "decode_choices.json"
+        choices = json.loads(choices_path.read_text()) if choices_path.exists() else {}
         for (fold, system), done in zip(jobs, outputs):
-            for column, result, seconds in done:
+            for column, result, seconds, chosen in done:
                 scores.setdefault(system, {})[column] = result
+                choices.setdefault(system, {})[column] = list(chosen)
                 timed(f"decode/{fold}/{system}/{column}", seconds)
+        write_json(choices_path, choices)
         for system, by_column in scores.items():
             ex.record(system, by_column, run)
 
     def results():
         c = s.corpus
         heldout = [f"heldout_{spk}" for spk in c.heldout_folds]
-        order = (["isolated"] + heldout + ["connected"]
-                 + [f"connected_heldout_{c.connected_heldout_speaker}"]
+        cheld = f"connected_heldout_{c.connected_heldout_speaker}"
+        order = (["dev", "isolated"] + [x for h in heldout for x in (f"dev_{h}", h)]
+                 + ["dev_connected", "connected", f"dev_{cheld}", cheld]
                  + [f"{k}_{snr}dB" for k in c.noise_kinds for snr in c.snrs])
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
         lines = ["Isolated columns use a one-word grammar, connected and noisy columns a word "
                  "loop. `heldout_<speaker>`: that speaker is absent from training.", "",
+                 f"- **Dev sets** (`dev*` columns) are kept out of training: the first "
+                 f"{c.dev_recordings} training recordings of every digit and training speaker "
+                 "(`dev`: indices 5-9 of the five speakers; `dev_heldout_<speaker>`: indices "
+                 "0-4 of the other four), and "
+                 f"{c.connected_dev} connected strings of those recordings only "
+                 "(`dev_connected*`); training strings holding a dev recording are not used. "
+                 "Each system decodes dev and test into lattices once; the LMWT (1 / "
+                 "acoustic scale) and word insertion penalty with the fewest dev errors "
+                 "are chosen, and every test column is scored at its fold's dev choice "
+                 "(isolated dev for isolated tests, connected dev for connected and noisy "
+                 "ones; see *Chosen on dev*). Dev holds the training speakers' voices, so "
+                 "it is easier than a held-out speaker.",
                  "- **Connected digits** are made, not recorded: strings of 1-7 isolated "
                  "recordings of one speaker joined with seeded pauses (50-400 ms between "
                  "digits, 100-500 ms at the ends) over a noise floor 50-60 dB below the "
@@ -390,6 +559,31 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {system} | " + " | ".join(
                 "–" if c is None else f"{c:.1f}" for c in cells) + " |")
         sections = []
+        choices_path = ex.exp / "decode_choices.json"
+        if choices_path.exists():
+            sections.append(_choices_table(json.loads(choices_path.read_text()), s, order))
+        tuned = {fold: [ex.system_dir(f"{fold}/{name}") for name in ("tri3b_budget.json",
+                                                                     "dnn_dropout.json")]
+                 for fold in folds.names}
+        if any(path.exists() for paths in tuned.values() for path in paths):
+            rows = ["| fold | tri3b Gaussians: dev errors | chosen | hybrid dropout: dev errors "
+                    "| chosen |", "| :--- | :--- | ---: | :--- | ---: |"]
+            for fold, paths in tuned.items():
+                cells = []
+                for path, key in zip(paths, ("max_gaussians", "dropout")):
+                    if path.exists():
+                        choice = json.loads(path.read_text())
+                        cells += [", ".join(f"{k}: {v}" for k, v in choice["dev_errors"].items()),
+                                  f"{choice[key]:g}"]
+                    else:
+                        cells += ["–", "–"]
+                rows.append(f"| {fold} | " + " | ".join(cells) + " |")
+            sections.append("## Gaussian budget and dropout, chosen on dev\n\nPer fold, tri3b "
+                            "trained at each Gaussian budget and the hybrid (seed "
+                            f"{s.dnn.seed}) at each dropout; errors summed over the fold's dev "
+                            "sets at the decoding settings; the fewest win (ties: the first "
+                            "tried), and the hybrid's other seeds train at its choice.\n\n"
+                            + "\n".join(rows))
         seeded = list(s.dnn_systems(heldout[0] if heldout else "main"))
         if len(seeded) > 1:
             seeds = ", ".join(str(k) for k in s.dnn_systems(heldout[0]).values())
@@ -411,7 +605,10 @@ def main(argv: list[str] | None = None) -> int:
         plot_results(ex.results / "results.json", ex.results / "wer.png",
                      "FSDD word error rates", system_order=s.systems,
                      test_set_order=[o for o in order if o in _columns(ex)])
-        history = ex.system_dir("main/dnn_train") / "history.json"
+        dropout = ex.system_dir("main/dnn_dropout.json")
+        history = ex.system_dir("main/dnn_train" if not dropout.exists() else
+                                f"main/dnn_dropout{json.loads(dropout.read_text())['dropout']:g}"
+                                "_train") / "history.json"
         if "dnn" in s.systems and history.exists():
             epochs = json.loads(history.read_text())
             plot_curves({"train": [e["train_acc"] for e in epochs],
@@ -423,12 +620,74 @@ def main(argv: list[str] | None = None) -> int:
     stages = [Stage(0, "data", data, check=find_corpus), Stage(1, "features", features)]
     stages += [Stage(2, "mono", mono)] if systems & {"mono", "tri", "dnn"} else []
     stages += [Stage(3, "tri", tri)] if systems & {"tri", "dnn"} else []
+    stages += [Stage(3, "tri2b", lambda: adapted("tri2b", train_lda_mllt, "tri"))
+               ] if "tri2b" in systems else []
+    stages += [Stage(3, "tri3b", lambda: adapted("tri3b", train_sat, "tri2b"))
+               ] if "tri3b" in systems else []
     stages += [Stage(4, "hmmlearn", hmmlearn)] if "hmmlearn" in systems else []
     stages += [Stage(5, "dnn", dnn)] if "dnn" in systems else []
     stages += [Stage(6, "decode", decode), Stage(7, "results", results)]
     run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
                clean=[ex.data, ex.results])
     return 0
+
+
+def _prepare_connected(corpus: Path, out: Path, c: CorpusSettings, seed: int,
+                       heldout_speaker: str | None = None) -> None:
+    """Connected strings of one split: ``out/{train,dev,test}`` and their audio.
+
+    Test strings are ``asr.data.prepare_fsdd_connected``'s. Training strings are its
+    training plan less every string that holds a dev recording (the first
+    ``c.connected_train`` that hold none); dev strings join dev recordings only, drawn the
+    same way from their own random stream.
+    """
+    train, _ = split_recordings(fsdd_recordings(corpus, c.speakers), heldout_speaker)
+    _, dev = split_dev(train, c.dev_recordings)
+    dev_utts = {r.utt for r in dev}
+    plan = plan_fsdd_connected(corpus, 4 * c.connected_train, c.connected_test, seed,
+                               heldout_speaker, speakers=c.speakers)
+    clean = [x for x in plan["train"] if not dev_utts & {r.utt for r in x.recordings}]
+    if len(clean) < c.connected_train:
+        raise ValueError(f"only {len(clean)} of {len(plan['train'])} planned training strings "
+                         f"hold no dev recording; lower corpus.connected_train "
+                         f"({c.connected_train}) or corpus.dev_recordings")
+    strings = {"train": clean[:c.connected_train], "test": plan["test"],
+               "dev": _plan_dev_strings(dev, c.connected_dev, np.random.default_rng([seed, 2]))}
+    audio: dict[Path, np.ndarray] = {}
+    for split, items in strings.items():
+        wav_dir = out / "wav" / split
+        with atomic_dir(wav_dir) as tmp:
+            for x in items:
+                write_wav(tmp / f"{x.utt}.wav", render_string(x, audio), RATE)
+        DataDir(wavs={x.utt: wav_dir / f"{x.utt}.wav" for x in items},
+                text={x.utt: x.words for x in items},
+                utt2spk={x.utt: x.speaker for x in items}).save(out / split)
+
+
+def _plan_dev_strings(pool: list, num: int, rng: np.random.Generator, min_digits: int = 1,
+                      max_digits: int = 7) -> list[DigitString]:
+    """``num`` strings of dev recordings, drawn as ``asr.data.connected`` draws its
+    strings (speaker, length, digits, recordings, pauses, noise floor); ids
+    ``{speaker}_dev_{n:05d}``."""
+    cells: dict[tuple[str, int], list] = {}
+    for recording in sorted(pool):
+        cells.setdefault((recording.speaker, recording.digit), []).append(recording)
+    speakers = sorted({r.speaker for r in pool})
+    strings = []
+    for n in range(num):
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        length = int(rng.integers(min_digits, max_digits + 1))
+        recordings = []
+        for digit in rng.integers(10, size=length):
+            cell = cells[(speaker, int(digit))]
+            recordings.append(cell[int(rng.integers(len(cell)))])
+        edges = rng.integers(EDGE_PAUSE_MS[0], EDGE_PAUSE_MS[1] + 1, size=2)
+        inner = rng.integers(INNER_PAUSE_MS[0], INNER_PAUSE_MS[1] + 1, size=length - 1)
+        pauses = tuple(int(ms) * RATE // 1000 for ms in (edges[0], *inner, edges[1]))
+        strings.append(DigitString(f"{speaker}_dev_{n:05d}", speaker, tuple(recordings), pauses,
+                                   float(rng.uniform(*NOISE_FLOOR_DB)),
+                                   int(rng.integers(2**63))))
+    return strings
 
 
 def _cmvn_speakers(data: DataDir, part: str) -> DataDir:
@@ -441,6 +700,30 @@ def _cmvn_speakers(data: DataDir, part: str) -> DataDir:
     if not part.startswith("connected"):
         return data
     return DataDir(data.wavs, data.text, {u: f"{spk}-connected" for u, spk in data.utt2spk.items()})
+
+
+def _choices_table(choices: dict, s: Settings, order: list[str]) -> str:
+    """RESULTS.md's section on the weights each system chose on each dev set."""
+    columns = [c for c in order if c.startswith("dev")
+               and any(c in by_column for by_column in choices.values())]
+    lines = ["## Chosen on dev", "",
+             "LMWT / word insertion penalty with the fewest errors on each dev set (ties go "
+             "to the first in the sweep); the fold's test columns of that grammar are scored "
+             "there. GMMs: LMWT "
+             f"{', '.join(f'{w:g}' for w in sorted(s.sweep.lm_weights))} (decoded at "
+             f"{1 / s.decode_isolated.acoustic_scale:g}), hybrid: LMWT "
+             f"{', '.join(f'{w:g}' for w in sorted(s.dnn_sweep.lm_weights))} (decoded at "
+             f"{1 / s.dnn_acoustic_scale:g}); penalties "
+             f"{', '.join(f'{w:g}' for w in s.sweep.word_penalties)}.", "",
+             "| system | " + " | ".join(columns) + " |",
+             "| :--- | " + " | ".join("---:" for _ in columns) + " |"]
+    rank = {name: i for i, name in enumerate(s.systems)}
+    for system, by_column in sorted(choices.items(),
+                                    key=lambda kv: (rank.get(kv[0].split("_")[0], 99), kv[0])):
+        cells = [("–" if c not in by_column else
+                  f"{by_column[c][0]:g} / {by_column[c][1]:g}") for c in columns]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _training_data(s: Settings) -> str:
@@ -459,6 +742,20 @@ def _training_data(s: Settings) -> str:
                  if copies else " The hybrid DNN trains on the clean recordings too")
         text += (". Its validation utterances are drawn by source recording, so a copy "
                  "never validates its own original.")
+        gmm = s.gmms[-1]
+        text += (f" Its frame targets are {gmm}'s forced alignments"
+                 + (" on fMLLR-adapted features (first an alignment by the speaker-independent "
+                    "model, then one transform per speaker, then the adapted alignment)"
+                    if gmm == "tri3b" else "") + ".")
+    if "hmmlearn" in s.systems:
+        text += (" hmmlearn tunes nothing, so it trains on the dev recordings too (its "
+                 "training data are those it had before dev sets existed).")
+    if "tri3b" in s.systems:
+        text += (" tri3b decodes in two passes: its speaker-independent alignment model "
+                 "decodes, one fMLLR transform per test speaker (a held-out speaker's 500 "
+                 "recordings are its adaptation data, unsupervised), then the adapted "
+                 "features decode again; in training, a speaker's connected strings are a "
+                 "speaker of their own, as for CMVN.")
     return text
 
 
