@@ -254,10 +254,20 @@ def check_engine(engine: str) -> str:
 
 # --------------------------------------------------------------------------- running a task
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _limited_call(fn: Callable[[T], R], task: T, threads: int) -> R:
-    """``fn(task)`` with ``threads`` BLAS/OpenMP threads (and torch threads, if loaded)."""
+    """``fn(task)`` with ``threads`` BLAS/OpenMP threads and torch threads.
+
+    Libraries already loaded are limited through threadpoolctl (and torch's own setting);
+    those the task loads (e.g. torch, imported by a network's first task on a fresh worker)
+    read the environment's ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``, set for the call.
+    """
     from threadpoolctl import threadpool_limits
 
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     if torch is not None:
@@ -268,11 +278,16 @@ def _limited_call(fn: Callable[[T], R], task: T, threads: int) -> R:
     finally:
         if torch is not None and before is not None:
             torch.set_num_threads(before)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _worker_start(threads: int) -> None:
     """Initialiser of a local pool's worker: its thread count, and its end with the driver."""
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in _THREAD_VARIABLES:
         os.environ[name] = str(threads)
     if sys.platform.startswith("linux"):
         try:
@@ -308,6 +323,7 @@ class Executor:
     """
 
     name = "executor"
+    in_process = False      # the tasks run in this process (a task may show its own progress)
 
     def __init__(self, nj: int = 1, threads: int = 1, progress: bool = True):
         if nj < 1:
@@ -352,6 +368,7 @@ class InProcessExecutor(Executor):
     """The tasks one after another in this process (``--nj 1 --cluster local``)."""
 
     name = "local"
+    in_process = True
 
     def _map(self, fn, tasks, desc, bar):
         results = []
