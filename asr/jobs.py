@@ -65,8 +65,8 @@ from asr.data.datadir import SPK2UTT, TEXT, UTT2SPK, WAV_SCP, DataDir
 from asr.errors import AsrError, DataError, SettingsError
 from asr.fileio import atomic_dir, write_text
 
-__all__ = ["ClusterConfig", "Executor", "JobError", "make_executor", "split_data",
-           "split_points", "ENGINES"]
+__all__ = ["ClusterConfig", "ENGINES", "Executor", "JobError", "jobqueue_cluster",
+           "make_executor", "split_data", "split_points"]
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,9 @@ class ClusterConfig:
     worker_timeout : seconds a Dask stage waits while its cluster has no worker before it
         fails (batch jobs may queue: raise it for a busy SLURM or PBS queue).
     cores, memory, queue, walltime, account, job_extra, python, local_directory,
-    job_script_prologue : one dask-jobqueue batch job per task slot (``slurm``/``pbs``
-        only): cores and memory per job (``"8GB"``), the partition or queue, the wall-clock
+    job_script_prologue : one dask-jobqueue batch job per job slot (``slurm``/``pbs``
+        only), each a Dask worker running one task at a time: the CPUs and memory it
+        reserves (``cores`` at least ``threads``; ``"8GB"``), the partition or queue, the wall-clock
         limit (``"02:00:00"``), the account or project, extra ``#SBATCH``/``#PBS`` lines
         (e.g. ``["--gres=gpu:1"]``), the Python on the nodes (default: this one), a node-
         local scratch folder, and shell lines run before the worker starts (e.g.
@@ -560,8 +561,10 @@ def make_executor(nj: int = 1, cluster: str = "local", config: ClusterConfig | N
     return _jobqueue_executor(cluster, nj, config, progress, distributed)
 
 
-def _jobqueue_executor(kind: str, nj: int, config: ClusterConfig, progress: bool,
-                       distributed) -> DaskExecutor:
+def jobqueue_cluster(kind: str, config: ClusterConfig):
+    """An unscaled dask-jobqueue cluster (``kind``: ``"slurm"`` or ``"pbs"``) whose batch
+    jobs each run one single-threaded Dask worker, from the ``[cluster]`` table; its
+    ``job_script()`` is the script each job submits."""
     try:
         import dask_jobqueue
     except ImportError:
@@ -572,16 +575,23 @@ def _jobqueue_executor(kind: str, nj: int, config: ClusterConfig, progress: bool
                                    walltime=config.walltime,
                                    job_extra_directives=list(config.job_extra),
                                    job_script_prologue=list(config.job_script_prologue),
-                                   python=config.python or sys.executable)
+                                   python=config.python or sys.executable,
+                                   worker_extra_args=["--nthreads", "1"])
     if config.queue:
         options["queue"] = config.queue
     if config.account:
         options["account"] = config.account
     if config.local_directory:
         options["local_directory"] = config.local_directory
-    batch = cls(**options)
+    return cls(**options)
+
+
+def _jobqueue_executor(kind: str, nj: int, config: ClusterConfig, progress: bool,
+                       distributed) -> DaskExecutor:
+    batch = jobqueue_cluster(kind, config)
     batch.scale(jobs=nj)
-    log.info("submitted %d %s jobs for Dask workers:\n%s", nj, kind.upper(), batch.job_script())
+    log.info("submitted %d %s jobs for Dask workers; each runs:\n%s", nj, kind.upper(),
+             batch.job_script())
     return DaskExecutor(distributed.Client(batch), nj, config.threads, progress, cluster=batch,
                         worker_timeout=config.worker_timeout)
 
