@@ -472,13 +472,16 @@ class DaskExecutor(Executor):
                                           f"{os.urandom(4).hex()}")
                    for i, task in enumerate(tasks)]
         try:
-            pending, finished, idle_since = set(futures), 0, None
+            pending, idle_since = set(futures), None
             while pending:
-                done, pending = wait(list(pending), timeout=1.0, return_when="FIRST_COMPLETED")
+                try:
+                    done, pending = wait(list(pending), timeout=1.0,
+                                         return_when="FIRST_COMPLETED")
+                except TimeoutError:    # nothing finished within the second
+                    done = set()
                 if any(f.status == "error" for f in done):
                     break
                 bar.update(len(done))
-                finished += len(done)
                 if pending and self._workers() == 0:
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since > self.worker_timeout:
@@ -490,6 +493,12 @@ class DaskExecutor(Executor):
                                             "[cluster] worker_timeout")
                 else:
                     idle_since = None
+            lost = [i for i, f in enumerate(futures) if f.status == "cancelled"]
+            if lost:
+                raise JobError(None, f"{desc or 'stage'}: task {lost[0] + 1} of {len(tasks)} "
+                               f"({_describe(tasks[lost[0]])}) was cancelled by the Dask "
+                               f"scheduler {self.client.scheduler.address} (restarted or "
+                               "closed?)", hint="rerun the recipe: finished stages are skipped")
             errors = [(i, f) for i, f in enumerate(futures) if f.status == "error"]
             if errors:
                 i, future = errors[0]

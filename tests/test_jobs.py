@@ -236,7 +236,7 @@ def test_merged_archives_are_the_bytes_of_one_archive(tmp_path):
 # ----------------------------------------------------------------------------- the recipe
 
 # yesno, reduced (fewer EM iterations): the outputs, not the accuracy, are compared
-REDUCED = ["--set", "mono.num_iters=8", "--set", "mono.mixup_iters=6"]
+REDUCED = ["--set", "mono.num_iters=8", "--set", "mono.mixup_iters=6", "--set", "dnn.epochs=3"]
 MODELS = ("mono", "dnn")
 
 
@@ -358,7 +358,7 @@ def _kill_a_busy_worker(client, proc: subprocess.Popen, timeout: float = 120) ->
         busy = {addr: keys for addr, keys in client.processing().items() if keys}
         if busy:
             address, keys = sorted(busy.items())[0]
-            pid = client.scheduler_info()["workers"][address]["pid"]
+            pid = client.run(os.getpid, workers=[address])[address]
             os.kill(pid, signal.SIGKILL)
             return str(keys[0])
         time.sleep(0.01)
