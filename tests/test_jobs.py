@@ -383,7 +383,9 @@ def test_yesno_joins_a_scheduler_survives_a_killed_worker_and_reruns_identically
         with pytest.raises(JobError, match=r"^align: task 1 of 1 \(0\) was running on workers "
                                            r"that died, too many times: .*rerun the recipe"):
             ex.map(_die, [0], desc="align")
-    # ... and the recipe rerun on the same cluster redoes its stages to the same results
+    # ... and the recipe rerun on the same cluster redoes its decoding to the same results
     client.wait_for_workers(2, timeout=60)
-    run.run("--nj", "2", "--cluster", address, "--stage", "1", "--force")
+    decoded = (run.root / "exp/yesno/mono/decode_test/hyp.txt").stat().st_mtime_ns
+    run.run("--nj", "2", "--cluster", address, "--stage", "4", "--force")
+    assert (run.root / "exp/yesno/mono/decode_test/hyp.txt").stat().st_mtime_ns != decoded
     run.assert_same_as(reference)
