@@ -80,6 +80,45 @@ class ExactSum:
     def __init__(self, shapes: Mapping[str, tuple[int, ...]]):
         self.limbs = {name: np.zeros((3, *shape), dtype=np.int64)
                       for name, shape in shapes.items()}
+        self._staged: dict[str, np.ndarray] = {}
+        self._touched: dict[str, list[np.ndarray]] = {}
+
+    def __getstate__(self) -> dict:
+        self.flush()
+        return {"limbs": self.limbs}
+
+    def __setstate__(self, state: dict) -> None:
+        self.limbs, self._staged, self._touched = state["limbs"], {}, {}
+
+    def stage(self, name: str, values: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Add to the current block in float64 (in a fixed order, so deterministic); the
+        block joins the exact sums at :meth:`flush`. Cheaper than :meth:`add` when a block
+        (a speaker) is made of many small parts (its utterances)."""
+        staged = self._staged.get(name)
+        if staged is None:
+            staged = self._staged[name] = np.zeros(self.limbs[name].shape[1:])
+            self._touched[name] = []
+        if rows is None:
+            staged += values
+            self._touched[name].append(np.zeros(0, dtype=np.int64))
+        else:
+            staged[rows] += values
+            self._touched[name].append(np.asarray(rows, dtype=np.int64))
+
+    def flush(self) -> None:
+        """End the current block: round what :meth:`stage` gathered, add it exactly."""
+        for name, staged in self._staged.items():
+            touched = self._touched[name]
+            if not touched:
+                continue
+            if staged.ndim == 0 or any(len(t) == 0 for t in touched):
+                self.add(name, staged)
+                staged[...] = 0.0
+            else:
+                rows = np.unique(np.concatenate(touched))
+                self.add(name, staged[rows], rows)
+                staged[rows] = 0.0
+            touched.clear()
 
     def add(self, name: str, values: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Add one block: ``values`` (shape of the statistic), or with ``rows`` (K,) unique
@@ -92,6 +131,8 @@ class ExactSum:
 
     def merge(self, other: "ExactSum") -> "ExactSum":
         """Add ``other``'s sums in place (exact: the order of merges does not matter)."""
+        self.flush()
+        other.flush()
         if other.limbs.keys() != self.limbs.keys():
             raise ValueError(f"cannot merge sums of {sorted(other.limbs)} into "
                              f"{sorted(self.limbs)}")
@@ -101,4 +142,5 @@ class ExactSum:
 
     def total(self, name: str) -> np.ndarray:
         """float64 array of the statistic's shape (0-d for a scalar)."""
+        self.flush()
         return from_fixed(self.limbs[name])

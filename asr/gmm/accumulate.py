@@ -13,9 +13,9 @@ in-process or through an ``asr.jobs.Executor``. Each job reads its utterances it
    fMLLR transforms of its speakers (whole speakers are in one part);
 3. saves its part's alignments (``ali.<k>.npz`` in the pass's folder) atomically.
 
-Every utterance's statistics are rounded once onto the fixed-point grid of ``asr.exact``
-and summed exactly, so the driver's totals are the same bits for any number of jobs and
-any engine. A job returns a :class:`PassResult`: plain arrays, no features.
+Every speaker's statistics (its utterances added in float64, in sorted order) are rounded
+once onto the fixed-point grid of ``asr.exact`` and summed exactly, so the driver's totals
+are the same bits for any number of jobs and any engine. A job returns a :class:`PassResult`: plain arrays, no features.
 
 Glossary of ids: pdf ids are those of the labelling system's tree (``PassTask.label``)
 for tree, LDA and fMLLR statistics, and of the trained GMM for GMM and MLLT statistics
@@ -257,6 +257,7 @@ def run_pass(task: PassTask) -> PassResult:
             if task.fmllr is not None:
                 targets[utt] = (frames, pdfs, weights * np.where(
                     task.fmllr.silence[pdfs], task.fmllr.silence_weight, 1.0))
+        result.sums.flush()          # one speaker: one block of the exact sums
         if task.fmllr is not None:
             _speaker_fmllr(task, result, spk, targets, applied["si"])
     if label.mode == "align":
@@ -286,8 +287,8 @@ def _label(label: Labeller, graph: Graph, feats: np.ndarray, saved: np.ndarray |
                 result.failed.append(utt)
                 return None
             t, n = np.nonzero(post.node_posteriors > label.min_posterior)
-            result.sums.add("label_ll", np.array(post.log_likelihood))
-            result.sums.add("label_frames", np.array(float(len(feats))))
+            result.sums.stage("label_ll", np.array(post.log_likelihood))
+            result.sums.stage("label_frames", np.array(float(len(feats))))
             return t, n, post.node_posteriors[t, n], None, post.transition_counts(graph,
                                                                                   num_tids)
         path = align(local, label.tm, loglik, label.acoustic_scale, label.beam,
@@ -295,7 +296,7 @@ def _label(label: Labeller, graph: Graph, feats: np.ndarray, saved: np.ndarray |
         if path is None:
             result.failed.append(utt)
             return None
-    result.sums.add("label_frames", np.array(float(len(feats))))
+    result.sums.stage("label_frames", np.array(float(len(feats))))
     return (np.arange(len(path)), path, np.ones(len(path)), path,
             path_transition_counts(graph, path, num_tids))
 
@@ -326,13 +327,13 @@ def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
                                   local)
         else:
             stats.accumulate(sub, feats["gmm"], frames, local, weights)
-        sums.add("occ", stats.occ, gauss)
-        sums.add("first", stats.first, gauss)
-        sums.add("second", stats.second, gauss)
-        sums.add("gmm_ll", np.array(stats.log_likelihood))
-        sums.add("gmm_frames", np.array(stats.frames))
+        sums.stage("occ", stats.occ, gauss)
+        sums.stage("first", stats.first, gauss)
+        sums.stage("second", stats.second, gauss)
+        sums.stage("gmm_ll", np.array(stats.log_likelihood))
+        sums.stage("gmm_frames", np.array(stats.frames))
         nz = np.flatnonzero(tcounts)
-        sums.add("tcounts", tcounts[nz], nz)
+        sums.stage("tcounts", tcounts[nz], nz)
     if task.moments_view is not None:
         _moments(sums, feats["moments"])
     if task.tree_view is not None:
@@ -351,9 +352,9 @@ def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
                                task.lda.silence_weight, 1.0)
         lda = accumulate_lda(feats["lda"][frames], pdfs, weights=w,
                              num_classes=task.lda.num_classes)
-        sums.add("lda_counts", lda.counts)
-        sums.add("lda_first", lda.first)
-        sums.add("lda_second", lda.second)
+        sums.stage("lda_counts", lda.counts)
+        sums.stage("lda_first", lda.first)
+        sums.stage("lda_second", lda.second)
     if task.mllt is not None:
         from asr.transforms import accumulate_mllt
 
@@ -361,15 +362,15 @@ def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
         keep = w > 0
         mllt = accumulate_mllt(task.label.gmm, label_feats[frames[keep]], pdfs[keep],
                                weights=w[keep])
-        sums.add("mllt_beta", np.array(mllt.beta))
-        sums.add("mllt_G", mllt.G)
+        sums.stage("mllt_beta", np.array(mllt.beta))
+        sums.stage("mllt_G", mllt.G)
 
 
 def _moments(sums: ExactSum, feats: np.ndarray) -> None:
     x = feats.astype(np.float64)
-    sums.add("mom_n", np.array(float(len(x))))
-    sums.add("mom_sum", x.sum(axis=0))
-    sums.add("mom_sq", (x * x).sum(axis=0))
+    sums.stage("mom_n", np.array(float(len(x))))
+    sums.stage("mom_sum", x.sum(axis=0))
+    sums.stage("mom_sq", (x * x).sum(axis=0))
 
 
 def _sub_gmm(gmm: DiagGmm, pdfs: np.ndarray) -> tuple[DiagGmm, np.ndarray]:
