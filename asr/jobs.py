@@ -171,12 +171,8 @@ def split_data(data_dir: str | Path, nj: int, per_utt: bool = False) -> list[Dat
     if recorded.is_file() and recorded.read_text(encoding="utf-8").strip() == checksum:
         return [DataDir.load(split_dir / str(k)) for k in range(1, nj + 1)]
     data = DataDir.load(data_dir)
-    if per_utt:
-        groups = [[u] for u in data.utts]
-        what = "utterances"
-    else:
-        groups = list(data.spk2utt.values())
-        what = "speakers"
+    groups = [[u] for u in data.utts] if per_utt else list(data.spk2utt.values())
+    what = ("utterance" if per_utt else "speaker") + ("s" if len(groups) != 1 else "")
     if nj > len(groups):
         raise DataError(data_dir, f"cannot split {len(groups)} {what} into {nj} jobs; expected "
                         f"--nj of at most {len(groups)}", hint=None if per_utt else
