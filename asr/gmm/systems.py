@@ -147,19 +147,28 @@ def train_triphone(utts: list[Utterance] | UtteranceSource, previous: AsrSystem,
         raise ValueError("a triphone system needs num_leaves > 0")
     source, view = _source_and_view(utts, previous, None)
     with _work_dir(work_dir) as work:
-        parts = source.parts(_nj(executor))
-        label = previous_labeller(previous, view, cfg)
-        total = run_passes([PassTask(k, part, label, str(work / "ali_prev"), tree_view=view,
-                                     moments_view=view) for k, part in enumerate(parts)],
-                           executor, "tree statistics")
-        _warn_unaligned(total)
-        tree, gmm = tree_from_stats(total, previous, cfg)
+        tree, gmm = grow_triphone_tree(source, view, previous, cfg, executor, work)
         tm = copy.deepcopy(previous.tm)
         result = train_gmm_hmm(source, previous.lexicon, tree, tm, gmm, cfg, progress,
                                desc="tri", executor=executor, view=view, work_dir=work)
     system = AsrSystem(previous.features, previous.lexicon, tree, result.tm,
                        GmmAcousticModel(result.gmm), decoding or previous.decoding)
     return system, result
+
+
+def grow_triphone_tree(source: UtteranceSource, view: FeatureView, previous: AsrSystem,
+                       cfg: GmmTrainConfig, executor=None, work_dir: str | Path | None = None
+                       ) -> tuple[ContextTree, DiagGmm]:
+    """One pass of jobs aligning ``source`` with ``previous`` (``view``: its model input)
+    and gathering tree statistics, then the tree and its one-Gaussian-per-leaf GMM."""
+    with _work_dir(work_dir) as work:
+        parts = source.parts(_nj(executor))
+        label = previous_labeller(previous, view, cfg)
+        total = run_passes([PassTask(k, part, label, str(work / "ali_prev"), tree_view=view,
+                                     moments_view=view) for k, part in enumerate(parts)],
+                           executor, "tree statistics")
+    _warn_unaligned(total)
+    return tree_from_stats(total, previous, cfg)
 
 
 def _warn_unaligned(total: PassResult) -> None:
