@@ -184,18 +184,37 @@ def ali_path(ali_dir: str | Path, part: int) -> Path:
 
 def load_alignments(ali_dir: str | Path, part: int) -> dict[str, np.ndarray]:
     """utt -> (T,) node path, of one part (empty when the part has none yet)."""
+    return {utt: rec[0] for utt, rec in _load_records(ali_dir, part).items()}
+
+
+def _load_records(ali_dir: str | Path, part: int
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """utt -> (node path, pdf of each frame, transition state of each frame), each (T,)."""
     path = ali_path(ali_dir, part)
     if not path.is_file():
         return {}
     with np.load(path, allow_pickle=False) as data:
-        return {utt: np.asarray(data[utt], dtype=np.int64) for utt in data.files}
+        bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
+        arrays = [np.asarray(data[k], dtype=np.int64) for k in ("path", "pdf", "tstate")]
+        return {str(utt): tuple(a[lo:hi] for a in arrays)
+                for utt, lo, hi in zip(data["utts"], bounds[:-1], bounds[1:])}
 
 
-def _save_alignments(ali_dir: str | Path, part: int, paths: dict[str, np.ndarray]) -> None:
+def _save_alignments(ali_dir: str | Path, part: int,
+                     records: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """One part's alignments as one ``.npz`` (written atomically): ``utts`` (U,), their
+    ``lengths`` (U,), and the concatenated node ``path``, ``pdf`` and ``tstate`` per frame."""
     from asr.models import save_arrays
 
     Path(ali_dir).mkdir(parents=True, exist_ok=True)
-    save_arrays(ali_path(ali_dir, part), {u: p.astype(np.int32) for u, p in paths.items()})
+    utts = sorted(records)
+    cat = {k: (np.concatenate([records[u][i] for u in utts]) if utts
+               else np.zeros(0)).astype(np.int32)
+           for i, k in enumerate(("path", "pdf", "tstate"))}
+    save_arrays(ali_path(ali_dir, part), {"utts": np.array(utts, dtype=str),
+                                          "lengths": np.array([len(records[u][0])
+                                                               for u in utts], dtype=np.int64),
+                                          **cat})
 
 
 def _shapes(task: PassTask, dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
@@ -220,8 +239,10 @@ def run_pass(task: PassTask) -> PassResult:
     """Run one job (module-level, so that any engine can import it); see the module."""
     label = task.label
     ali_dir = task.ali_dir
-    saved = load_alignments(ali_dir, task.part) if label.mode == "saved" else {}
-    new_paths: dict[str, np.ndarray] = {}
+    saved = _load_records(ali_dir, task.part) if label.mode == "saved" else {}
+    new_paths: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    # a saved alignment holds the pdfs and transition states along it: no graph needed
+    need_graph = label.mode != "saved" or task.tree_view is not None or task.lda is not None
     result: PassResult | None = None
     for spk, utts in task.source.speakers():
         raw = {u: f for u, f, _ in utts}
@@ -242,16 +263,15 @@ def run_pass(task: PassTask) -> PassResult:
                 result.utts += 1
                 _moments(result.sums, applied["moments"][utt])
                 continue
-            graph = training_graph(words, label.lexicon, label.tree, label.tm,
-                                   label.silence_prob)
+            graph = (training_graph(words, label.lexicon, label.tree, label.tm,
+                                    label.silence_prob) if need_graph else None)
             labels = _label(label, graph, feats[utt], saved.get(utt), result, utt)
             result.utts += 1
             if labels is None:
                 continue
-            frames, nodes, weights, path, tcounts = labels
-            if path is not None and label.mode == "align":
-                new_paths[utt] = path
-            pdfs = graph.pdf[nodes].astype(np.int64)
+            frames, nodes, pdfs, weights, tcounts = labels
+            if label.mode == "align":
+                new_paths[utt] = (nodes, pdfs, graph.tstate[nodes])
             _accumulate(task, result, graph, utt, frames, nodes, pdfs, weights, tcounts,
                         feats[utt], {k: v[utt] for k, v in applied.items()})
             if task.fmllr is not None:
@@ -267,15 +287,16 @@ def run_pass(task: PassTask) -> PassResult:
     return result
 
 
-def _label(label: Labeller, graph: Graph, feats: np.ndarray, saved: np.ndarray | None,
-           result: PassResult, utt: str):
-    """(frames, nodes, weights, path or None, transition counts) of one utterance, or None
-    when it has no path (listed in ``result.failed``) or no saved alignment."""
+def _label(label: Labeller, graph: Graph | None, feats: np.ndarray, saved, result: PassResult,
+           utt: str):
+    """(frames, nodes, pdfs, weights, transition counts) of one utterance's labels, each
+    (K,) but the counts (num_tids,); None when it has no path (listed in
+    ``result.failed``) or no saved alignment. ``graph`` may be None with a saved one."""
     num_tids = 2 * label.tm.num_tstates
     if label.mode == "saved":
-        if saved is None or len(saved) != len(feats):
+        if saved is None or len(saved[0]) != len(feats):
             return None
-        path = saved
+        path, pdfs, tstates = saved
     else:
         used = np.unique(graph.pdf)
         local = dataclasses.replace(graph, pdf=np.searchsorted(used, graph.pdf).astype(
@@ -289,25 +310,31 @@ def _label(label: Labeller, graph: Graph, feats: np.ndarray, saved: np.ndarray |
             t, n = np.nonzero(post.node_posteriors > label.min_posterior)
             result.sums.stage("label_ll", np.array(post.log_likelihood))
             result.sums.stage("label_frames", np.array(float(len(feats))))
-            return t, n, post.node_posteriors[t, n], None, post.transition_counts(graph,
-                                                                                  num_tids)
+            return (t, n, graph.pdf[n].astype(np.int64), post.node_posteriors[t, n],
+                    post.transition_counts(graph, num_tids))
         path = align(local, label.tm, loglik, label.acoustic_scale, label.beam,
                      label.retry_beam)
         if path is None:
             result.failed.append(utt)
             return None
+        pdfs, tstates = graph.pdf[path].astype(np.int64), graph.tstate[path]
     result.sums.stage("label_frames", np.array(float(len(feats))))
-    return (np.arange(len(path)), path, np.ones(len(path)), path,
-            path_transition_counts(graph, path, num_tids))
+    return (np.arange(len(path)), path, pdfs, np.ones(len(path)),
+            _tstate_transition_counts(path, tstates, num_tids))
+
+
+def _tstate_transition_counts(path: np.ndarray, tstates: np.ndarray, num_tids: int
+                              ) -> np.ndarray:
+    """:func:`path_transition_counts` from the transition state of each frame (T,)."""
+    tids = 2 * tstates[:-1] + (path[1:] != path[:-1])
+    counts = np.bincount(tids, minlength=num_tids).astype(np.float64)
+    counts[2 * tstates[-1] + 1] += 1.0
+    return counts
 
 
 def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.ndarray:
     """Count of each transition id along a node path (the exit after the last frame included)."""
-    ts = graph.tstate[path]
-    tids = 2 * ts[:-1] + (path[1:] != path[:-1])
-    counts = np.bincount(tids, minlength=num_tids).astype(np.float64)
-    counts[2 * ts[-1] + 1] += 1.0
-    return counts
+    return _tstate_transition_counts(path, graph.tstate[path], num_tids)
 
 
 def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
