@@ -141,8 +141,24 @@ class PassResult:
     failed: list[str] = field(default_factory=list)
     transforms: dict[str, np.ndarray] = field(default_factory=dict)
     aux: dict[str, list[float]] = field(default_factory=dict)
+    tree_block: ContextStats | None = None       # the current speaker's, in float64
+
+    def flush_tree(self) -> None:
+        """Add the current speaker's tree statistics to the exact sums."""
+        if self.tree_block is None or not self.tree_block.stats:
+            return
+        keys = list(self.tree_block.stats)
+        fixed = to_fixed(np.stack([self.tree_block.stats[k] for k in keys]))
+        for i, key in enumerate(keys):
+            if key in self.tree:
+                self.tree[key] += fixed[:, i]
+            else:
+                self.tree[key] = fixed[:, i].copy()
+        self.tree_block = None
 
     def merge(self, other: "PassResult") -> "PassResult":
+        self.flush_tree()
+        other.flush_tree()
         self.sums.merge(other.sums)
         for key, limbs in other.tree.items():
             if key in self.tree:
@@ -165,6 +181,7 @@ class PassResult:
 
     def context_stats(self) -> ContextStats:
         """The tree statistics, keys in sorted order."""
+        self.flush_tree()
         first = next(iter(self.tree.values()), np.zeros((3, 1), dtype=np.int64))
         stats = ContextStats((first.shape[1] - 1) // 2)
         for key in sorted(self.tree):
@@ -278,6 +295,7 @@ def run_pass(task: PassTask) -> PassResult:
                 targets[utt] = (frames, pdfs, weights * np.where(
                     task.fmllr.silence[pdfs], task.fmllr.silence_weight, 1.0))
         result.sums.flush()          # one speaker: one block of the exact sums
+        result.flush_tree()
         if task.fmllr is not None:
             _speaker_fmllr(task, result, spk, targets, applied["si"])
     if label.mode == "align":
@@ -364,14 +382,9 @@ def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
     if task.moments_view is not None:
         _moments(sums, feats["moments"])
     if task.tree_view is not None:
-        ctx = ContextStats(feats["tree"].shape[1])
-        ctx.accumulate(graph.context[nodes], feats["tree"][frames])
-        for key, row in ctx.stats.items():
-            fixed = to_fixed(row)
-            if key in result.tree:
-                result.tree[key] += fixed
-            else:
-                result.tree[key] = fixed
+        if result.tree_block is None:
+            result.tree_block = ContextStats(feats["tree"].shape[1])
+        result.tree_block.accumulate(graph.context[nodes], feats["tree"][frames])
     if task.lda is not None:
         from asr.transforms import accumulate_lda
 
