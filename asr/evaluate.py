@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 from tqdm import tqdm
@@ -44,18 +45,21 @@ def decode_features(system: AsrSystem, feats: dict[str, np.ndarray],
 
 def decode_with(system: AsrSystem, decoder: Decoder, feats: dict[str, np.ndarray],
                 progress: bool = True, utt2spk: dict[str, str] | None = None,
-                transforms: dict[str, np.ndarray] | None = None) -> dict[str, list[str]]:
+                transforms: dict[str, np.ndarray] | None = None,
+                only: Collection[str] | None = None) -> dict[str, list[str]]:
     """utt -> recognised words by ``decoder``, scoring each utterance with the system's model.
 
     A speaker-adapted system first adapts ``feats`` (``AsrSystem.adapt``: a first pass by the
     same decoder, fMLLR per speaker of ``utt2spk``); its transforms are added to
-    ``transforms`` when given.
+    ``transforms`` when given. ``only``: decode only these utterances (a job's share), the
+    others of ``feats`` serving only the adaptation to their speakers.
     """
     feats, estimated = system.adapt(feats, utt2spk, decoder, progress)
     if transforms is not None:
         transforms.update(estimated)
+    utts = sorted(feats) if only is None else sorted(set(only) & set(feats))
     hyps = {}
-    for utt in tqdm(sorted(feats), desc="decode", disable=not progress, leave=False):
+    for utt in tqdm(utts, desc="decode", disable=not progress, leave=False):
         hyps[utt] = decoder.decode(system.model.log_likelihoods(feats[utt])).words
     return hyps
 
@@ -76,6 +80,16 @@ def decode_and_score(system: AsrSystem, feats: dict[str, np.ndarray],
     transforms: dict[str, np.ndarray] = {}
     hyps = decode_with(system, decoder, feats, progress, utt2spk, transforms)
     seconds = time.perf_counter() - start
+    return write_decode(out_dir, name, refs, hyps, transforms, graph_seconds, seconds,
+                        sum(len(f) for f in feats.values()))
+
+
+def write_decode(out_dir: Path, name: str, refs: dict[str, list[str]],
+                 hyps: dict[str, list[str]], transforms: dict[str, np.ndarray],
+                 graph_seconds: float, decode_seconds: float, frames: int) -> WerResult:
+    """Score ``hyps`` against ``refs`` and write ``out_dir/{hyp.txt,per_utt,wer,timing}``
+    (and ``trans.npz`` when there are speaker ``transforms``) atomically: the output of
+    ``decode_and_score``, also for hypotheses gathered from several jobs."""
     result = compute_wer(refs, hyps, name=name)
     with atomic_dir(out_dir) as tmp:
         write_text_file(tmp / "hyp.txt", hyps)
@@ -84,8 +98,7 @@ def decode_and_score(system: AsrSystem, feats: dict[str, np.ndarray],
         if transforms:
             from asr.transforms.fmllr import save_transforms
             save_transforms(tmp / TRANSFORMS_FILE, transforms)
-        frames = sum(len(f) for f in feats.values())
         write_text(tmp / "timing", f"graph_seconds {graph_seconds:.3f}\n"
-                                   f"decode_seconds {seconds:.3f}\nframes {frames}\n")
+                                   f"decode_seconds {decode_seconds:.3f}\nframes {frames}\n")
     log.info("%s", result.line())
     return result

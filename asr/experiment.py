@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,13 @@ import numpy as np
 
 from asr.data import DataDir
 from asr.decoder import DecoderConfig
-from asr.evaluate import decode_and_score
-from asr.errors import DataError
-from asr.features import FeatureConfig, apply_pipeline, compute_archive, read_archive
-from asr.features.archive import INDEX_NAME
+from asr.evaluate import decode_and_score, decode_with, write_decode
+from asr.errors import AudioError, DataError
+from asr.features import (FeatureConfig, apply_pipeline, compute_archive,
+                          compute_archive_in_memory, merge_archives, read_archive,
+                          write_archive)
+from asr.features.archive import INDEX_NAME, SKIPPED_NAME
+from asr.jobs import Executor, split_data
 from asr.results import record_system
 from asr.scoring import WerResult
 from asr.system import AsrSystem
@@ -71,15 +75,47 @@ class Experiment:
     def feat_dir(self, name: str) -> Path:
         return self.exp / self.feats_name / name
 
-    def make_features(self, name: str) -> None:
+    def make_features(self, name: str, executor: Executor | None = None) -> None:
         """Compute the base features (MFCC or fbank) of one data set into an archive.
 
         With ``skip_bad`` an utterance whose audio cannot be used is left out, logged and
         listed in the archive's ``skipped`` file instead of stopping the run.
+
+        With an ``executor`` of ``nj > 1`` jobs the set is split by utterance (base features
+        know no speakers; Kaldi's ``make_mfcc.sh`` splits ``wav.scp`` the same way), each job
+        writes the archive of its part, and the parts are merged into the one archive a
+        single job writes, byte for byte.
         """
         data = self.data_dir(name)
-        compute_archive({u: str(p) for u, p in data.wavs.items()}, self.features,
-                        self.feat_dir(name), progress=self.progress, skip_bad=self.skip_bad)
+        out = self.feat_dir(name)
+        if executor is None:
+            compute_archive({u: str(p) for u, p in data.wavs.items()}, self.features, out,
+                            progress=self.progress, skip_bad=self.skip_bad)
+            return
+        inner_progress = self.progress and executor.in_process
+        if executor.nj == 1:
+            executor.map(_features_job, [(str(data.path.resolve()), self.features,
+                                          str(out.resolve()), self.skip_bad, inner_progress,
+                                          True)], desc=f"features {name}")
+            return
+        parts = split_data(data.path, executor.nj, per_utt=True)
+        scratch = out.parent / f".{out.name}.split{executor.nj}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        tasks = [(str(part.path.resolve()), self.features, str((scratch / str(k)).resolve()),
+                  self.skip_bad, inner_progress, False)
+                 for k, part in enumerate(parts, start=1)]
+        skipped: dict[str, str] = {}
+        for part_skipped in executor.map(_features_job, tasks, desc=f"features {name}"):
+            skipped.update(part_skipped)
+        if skipped and len(skipped) == len(data):
+            raise AudioError(out, f"none of the {len(data)} audio files could be used; the "
+                             f"first error: {skipped[min(skipped)]}")
+        if skipped:
+            log.warning("%s: skipped %d of %d utterances whose audio could not be used "
+                        "(listed in %s)", out, len(skipped), len(data), out / SKIPPED_NAME)
+        merge_archives([scratch / str(k) for k in range(1, len(parts) + 1)], out,
+                       self.features, skipped=skipped_text(skipped) if self.skip_bad else None)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     def raw_features(self, name: str) -> dict[str, np.ndarray]:
         """Base features (utt -> (T, base_dim), the archive's) of one data set, sorted by id.
@@ -153,8 +189,8 @@ class Experiment:
                       {**run, "skipped_utts": self.skipped_utterances()})
 
     def decode(self, system: str, test_set: str, cfg: DecoderConfig | None = None,
-               column: str | None = None, features: "Experiment | None" = None
-               ) -> tuple[float, WerResult]:
+               column: str | None = None, features: "Experiment | None" = None,
+               executor: Executor | None = None) -> tuple[float, WerResult]:
         """Decode one test set with one system: returns (seconds, result).
 
         ``column`` names the result (default: the test set); ``features`` is the experiment
@@ -162,7 +198,14 @@ class Experiment:
         recorded: the caller gathers a system's results and calls :meth:`record`. A
         speaker-adapted system adapts to the test set's speakers (``trans.npz`` in the decode
         folder).
+
+        With an ``executor`` the test set is split into ``executor.nj`` parts (by speaker;
+        by utterance when it has fewer speakers than jobs) and each job decodes its part;
+        hypotheses, scores and transforms are the same as from one job (see
+        :func:`_decode_job`).
         """
+        if executor is not None:
+            return self._decode_jobs(system, test_set, cfg, column, features, executor)
         model = self.load_system(system)
         data = self.data_dir(test_set)
         feats = (features or self).load_features(test_set, model)
@@ -174,3 +217,101 @@ class Experiment:
                                   graph_cache=self.graph_cache, utt2spk=data.utt2spk)
         return time.perf_counter() - start, result
 
+    def _decode_jobs(self, system: str, test_set: str, cfg: DecoderConfig | None,
+                     column: str | None, features: "Experiment | None", executor: Executor
+                     ) -> tuple[float, WerResult]:
+        data = self.data_dir(test_set)
+        column = column or test_set
+        out = self.system_dir(system) / f"decode_{column}"
+        start = time.perf_counter()
+        # the graph is built (or found) here, once: the jobs read it from the cache
+        self.load_system(system).graph(cfg, cache=self.graph_cache)
+        graph_seconds = time.perf_counter() - start
+        by_utterance = executor.nj > len(data.spk2utt)
+        parts = split_data(data.path, executor.nj, per_utt=by_utterance)
+        feat_dir = (features or self).feat_dir(test_set)
+        tasks = [DecodeJob(str(self.system_dir(system).resolve()), str(feat_dir.resolve()),
+                           str(data.path.resolve()), part.utts, cfg,
+                           str(self.graph_cache.resolve()), self.skip_bad,
+                           self.progress and executor.in_process)
+                 for part in parts]
+        decode_start = time.perf_counter()
+        hyps: dict[str, list[str]] = {}
+        transforms: dict[str, np.ndarray] = {}
+        frames = 0
+        for part in executor.map(_decode_job, tasks, desc=f"decode {system} {column}"):
+            hyps.update(part["hyps"])
+            transforms.update(part["transforms"])
+            frames += part["frames"]
+        refs = {u: data.text[u] for u in data.utts if u in hyps}   # skipped ones: not scored
+        result = write_decode(out, str(out), refs, {u: hyps[u] for u in sorted(hyps)},
+                              transforms, graph_seconds, time.perf_counter() - decode_start,
+                              frames)
+        return time.perf_counter() - start, result
+
+
+def skipped_text(skipped: dict[str, str]) -> str:
+    """The ``skipped`` file of an archive: ``<utt-id> <error>`` per line, sorted."""
+    return "".join(f"{u} {' '.join(skipped[u].split())}\n" for u in sorted(skipped))
+
+
+def _features_job(task: tuple) -> dict[str, str]:
+    """One job of :meth:`Experiment.make_features`: the archive of one part of a data set.
+
+    ``task``: (part's data directory, FeatureConfig, archive folder, skip_bad, progress,
+    whole set). Returns utterance id -> error of each utterance skipped as bad.
+    """
+    data_path, cfg, out, skip_bad, progress, whole = task
+    data = DataDir.load(data_path)
+    wavs = {u: str(p) for u, p in data.wavs.items()}
+    if whole:       # one job: exactly compute_archive, its checks and messages included
+        compute_archive(wavs, cfg, out, progress=progress, skip_bad=skip_bad)
+        return {}
+    skipped: dict[str, str] = {}
+    feats = compute_archive_in_memory(wavs, cfg, progress, skip_bad, skipped)
+    write_archive(out, feats, cfg, skipped=skipped_text(skipped) if skip_bad else None)
+    return skipped
+
+
+@dataclass
+class DecodeJob:
+    """One job of :meth:`Experiment.decode`: the utterances ``utts`` of a test set."""
+
+    system_dir: str
+    feat_dir: str
+    data_dir: str
+    utts: list[str]
+    cfg: DecoderConfig | None
+    graph_cache: str
+    skip_bad: bool
+    progress: bool
+
+
+def _decode_job(job: DecodeJob) -> dict:
+    """Hypotheses of one part of a test set: ``{"hyps", "transforms", "frames"}``.
+
+    The features of every speaker the part touches are read and normalised whole, so
+    per-speaker CMVN and a speaker-adapted system's fMLLR see exactly what one job sees
+    (a speaker shared by two parts is adapted in both, to the same transform); only the
+    part's own utterances are decoded.
+    """
+    data = DataDir.load(job.data_dir)
+    speakers = {data.utt2spk[u] for u in job.utts}
+    utts = [u for u in data.utts if data.utt2spk[u] in speakers]
+    raw = read_archive(job.feat_dir, utts=utts)
+    missing = sorted(set(job.utts) - set(raw))
+    if missing and not job.skip_bad:
+        raise DataError(Path(job.feat_dir) / INDEX_NAME,
+                        f"lacks features of {len(missing)} utterance(s) of "
+                        f"{Path(job.data_dir) / 'wav.scp'} (e.g. {missing[0]!r}); rerun the "
+                        "features stage, or pass --skip-bad-utts to leave them out")
+    model = AsrSystem.load(job.system_dir)
+    utt2spk = {u: data.utt2spk[u] for u in raw}
+    feats = model.model_input({u: raw[u] for u in utts if u in raw}, utt2spk)
+    decoder = model.decoder(job.cfg, cache=Path(job.graph_cache))
+    transforms: dict[str, np.ndarray] = {}
+    hyps = decode_with(model, decoder, feats, job.progress, utt2spk, transforms,
+                       only=job.utts)
+    own = {data.utt2spk[u] for u in hyps}
+    return {"hyps": hyps, "transforms": {s: w for s, w in transforms.items() if s in own},
+            "frames": sum(len(feats[u]) for u in hyps)}

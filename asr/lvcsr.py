@@ -42,6 +42,7 @@ from tqdm import tqdm
 from asr.data import DataDir
 from asr.data.librispeech import prepare_librispeech
 from asr.decoder import Decoder, DecoderConfig
+from asr.errors import DataError
 from asr.experiment import Experiment
 from asr.features import FeatureConfig
 from asr.fileio import atomic_dir, write_json, write_text
@@ -568,8 +569,9 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     from asr.gmm.sat import align_adapted, train_sat
     from asr.gmm.systems import train_monophone, train_triphone
     from asr.nnet import pdf_targets, train_hybrid
-    from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_record, run_stages,
-                            seed_everything, setup_logging, write_settings)
+    from asr.recipe import (Stage, recipe_arguments, recipe_executor, resolve_settings,
+                            run_record, run_stages, seed_everything, setup_logging,
+                            write_settings)
 
     args = recipe_arguments(description, settings_file).parse_args(argv)
     s = resolve_settings(args, LvcsrSettings)
@@ -583,6 +585,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     sets = {"train": s.train, "dev": s.dev, "test": s.test}
     root: list[Path] = []
     gmms = [name for name in ("mono", "tri", "tri2b", "tri3b") if name in s.systems]
+    executor: list = []         # the recipe's Executor (--nj, --cluster), once started
 
     def check():
         root.append(find_corpus(args.corpus, args.data / "downloads"))
@@ -600,30 +603,32 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
 
     def features():
         for name in sets:
-            ex.make_features(name)
+            ex.make_features(name, executor[0])
             if "dnn" in s.systems:
-                ex_dnn.make_features(name)
+                ex_dnn.make_features(name, executor[0])
 
     def mono():
         lexicon = load_lexicon(ex)
-        utts = ex.utterances("train", vocabulary=lexicon.words)
-        system, _ = train_monophone(utts, lexicon, s.features, s.hmm, s.mono, s.decode,
-                                    progress=ex.progress)
+        ex.data_dir("train").check_vocabulary(lexicon.words)
+        system, _ = train_monophone(train_source(ex, "train"), lexicon, s.features, s.hmm,
+                                    s.mono, s.decode, progress=ex.progress,
+                                    executor=executor[0], work_dir=work_dir(ex, "mono"))
         system.save(ex.system_dir("mono"))
 
     def tri():
         if "tri" in s.systems:
-            system, _ = train_triphone(ex.utterances("train"), ex.load_system("mono"), s.tri,
-                                       s.decode, progress=ex.progress)
+            system, _ = train_triphone(train_source(ex, "train"), ex.load_system("mono"), s.tri,
+                                       s.decode, progress=ex.progress, executor=executor[0],
+                                       work_dir=work_dir(ex, "tri"))
             system.save(ex.system_dir("tri"))
 
     def adapted(name: str, train, previous: str):
         """tri2b (LDA+MLLT on tri's alignments) or tri3b (SAT on tri2b's): both train on
-        the raw base features and keep their own feature transforms."""
+        the base features and keep their own feature transforms."""
         if name in s.systems:
-            system, _ = train(ex.utterances("train", raw=True), ex.load_system(previous),
-                              getattr(s, name), ex.data_dir("train").utt2spk, s.decode,
-                              progress=ex.progress)
+            system, _ = train(train_source(ex, "train"), ex.load_system(previous),
+                              getattr(s, name), None, s.decode, progress=ex.progress,
+                              executor=executor[0], work_dir=work_dir(ex, name))
             system.save(ex.system_dir(name))
 
     def dnn():
@@ -668,9 +673,44 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
               Stage(4, "train_tri3b", lambda: adapted("tri3b", train_sat, "tri2b")),
               Stage(5, "train_dnn", dnn), Stage(6, "graphs", graphs),
               Stage(7, "decode", decode), Stage(8, "results", results)]
-    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
-               clean=[ex.data, ex.results])
+    with recipe_executor(args, s) as pool:
+        executor.append(pool)
+        run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
+                   clean=[ex.data, ex.results])
     return 0
+
+
+def train_source(ex: Experiment, name: str):
+    """A data set's base features as GMM training jobs read them: per job, from the feature
+    archive (``asr.gmm.source.ArchiveSource``), so that the driver never holds them.
+
+    Every utterance of the data set must have features, except (with ``skip_bad``) those the
+    features stage skipped, which are left out (as ``Experiment.raw_features`` does).
+    """
+    from asr.features.archive import INDEX_NAME
+    from asr.gmm.source import ArchiveSource
+
+    data = ex.data_dir(name)
+    index = ex.feat_dir(name) / INDEX_NAME
+    try:
+        present = {line.split()[0] for line in index.read_text(encoding="utf-8").splitlines()
+                   if line.strip()}
+    except OSError as exc:
+        raise DataError(index, f"cannot read: {exc}; run the features stage") from None
+    missing = sorted(set(data.utts) - present)
+    if missing and not ex.skip_bad:
+        raise DataError(index, f"lacks features of {len(missing)} utterance(s) of "
+                        f"{data.path / 'text'} (e.g. {missing[0]!r}); rerun the features "
+                        "stage, or pass --skip-bad-utts to leave them out")
+    if missing:
+        log.warning("%s: %d of %d utterances have no features and are left out (e.g. %s)",
+                    name, len(missing), len(data), missing[0])
+    return ArchiveSource(str(ex.feat_dir(name)), str(data.path))
+
+
+def work_dir(ex: Experiment, system: str) -> Path:
+    """Where a GMM system's training jobs keep their alignments (``ali.<k>.npz`` per part)."""
+    return ex.exp / "train_jobs" / system
 
 
 def _decode_cfg(ex: Experiment, s: LvcsrSettings) -> DecoderConfig:

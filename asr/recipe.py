@@ -123,7 +123,53 @@ def recipe_arguments(description: str, default_settings: Path) -> argparse.Argum
                         "stopping; they are listed in exp/<corpus>/feats/<set>/skipped")
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an error instead of one line")
+    p.add_argument("--nj", type=_positive_int, default=1, metavar="N",
+                   help="split each data set by speaker into N parts and run the heavy "
+                        "stages as N tasks (default 1: here, one after another)")
+    p.add_argument("--cluster", type=_engine, default=None, metavar="ENGINE",
+                   help="where the tasks run: local (a process pool), dask (a Dask "
+                        "LocalCluster), tcp://HOST:PORT (an existing Dask scheduler), slurm "
+                        "or pbs (dask-jobqueue, from the settings' [cluster] table) "
+                        "(default: the [cluster] table's engine, else local)")
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _engine(text: str) -> str:
+    from asr.jobs import check_engine
+
+    try:
+        return check_engine(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def recipe_executor(args: argparse.Namespace, settings=None, progress: bool | None = None):
+    """The :class:`asr.jobs.Executor` a recipe's stages run their tasks through.
+
+    ``args.nj`` tasks at a time on ``args.cluster`` (``--nj``, ``--cluster``); without
+    ``--cluster``, the engine of the settings' ``[cluster]`` table (``settings.cluster``,
+    an ``asr.jobs.ClusterConfig``), else ``local``. Use it as a context manager, so that the
+    workers are released when the recipe ends::
+
+        with recipe_executor(args, settings) as executor:
+            run_stages(...)
+    """
+    from asr.jobs import cluster_config_from, make_executor, replace_engine
+
+    config = replace_engine(cluster_config_from(settings), getattr(args, "cluster", None))
+    if progress is None:
+        progress = not getattr(args, "no_progress", False)
+    return make_executor(getattr(args, "nj", 1), config.engine, config, progress)
 
 
 def run_recipe(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
@@ -263,6 +309,7 @@ def machine_description() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-__all__ = ["Stage", "machine_description", "recipe_arguments", "resolve_settings", "run_recipe",
+__all__ = ["Stage", "machine_description", "recipe_arguments", "recipe_executor",
+           "resolve_settings", "run_recipe",
            "run_record", "run_stages", "seed_everything", "setup_logging", "source_commit",
            "write_settings"]

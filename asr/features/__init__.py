@@ -23,8 +23,8 @@ Modules: ``config`` (FeatureConfig), ``frontend`` (framing, windows, spectrum, m
 DCT, ``compute_features``), ``postprocess`` (CMVN, deltas, splicing, ``apply_pipeline``),
 ``archive`` (``feats.npy`` + ``feats.index`` + ``config.json``).
 """
-from asr.features.archive import (compute_archive, compute_archive_in_memory, read_archive,
-                                  read_archive_config, write_archive)
+from asr.features.archive import (compute_archive, compute_archive_in_memory, merge_archives,
+                                  read_archive, read_archive_config, write_archive)
 from asr.features.config import FeatureConfig
 from asr.features.frontend import (compute_features, dct_matrix, frame_signal, lifter_coeffs,
                                    mel_banks, mel_scale, num_frames, power_spectrum,
@@ -37,6 +37,6 @@ __all__ = [
     "frame_signal", "num_frames", "window_function", "power_spectrum", "mel_scale", "mel_banks",
     "dct_matrix", "lifter_coeffs",
     "add_deltas", "cmvn_stats", "apply_cmvn", "splice", "apply_pipeline",
-    "write_archive", "read_archive", "read_archive_config", "compute_archive",
+    "write_archive", "merge_archives", "read_archive", "read_archive_config", "compute_archive",
     "compute_archive_in_memory",
 ]

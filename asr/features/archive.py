@@ -16,7 +16,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -70,13 +70,16 @@ def write_archive(directory: str | Path, feats: Mapping[str, np.ndarray],
             write_text(tmp / SKIPPED_NAME, skipped)
 
 
-def read_archive(directory: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
+def read_archive(directory: str | Path, mmap: bool = True,
+                 utts: Collection[str] | None = None) -> dict[str, np.ndarray]:
     """The features of an archive written by ``write_archive``.
 
     Parameters
     ----------
     directory : the archive.
     mmap : map ``feats.npy`` instead of reading it; the arrays are then read-only views.
+    utts : only these utterances (those the archive lacks are left out; the caller checks);
+        only their frames are read and checked. Default: every utterance.
 
     Returns
     -------
@@ -108,6 +111,7 @@ def read_archive(directory: str | Path, mmap: bool = True) -> dict[str, np.ndarr
         raise DataError(index_path, f"cannot read: {exc}") from None
     feats: dict[str, np.ndarray] = {}
     previous = None
+    wanted = None if utts is None else set(utts)
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         try:
@@ -123,14 +127,57 @@ def read_archive(directory: str | Path, mmap: bool = True) -> dict[str, np.ndarr
         if previous is not None and utt <= previous:
             raise DataError(index_path, f"utterance {utt!r} is a duplicate or out of order; "
                             "ids must be unique and sorted", number)
+        previous = utt
+        if wanted is not None and utt not in wanted:
+            continue
         feats[utt] = matrix[offset:offset + length]
         if not np.isfinite(feats[utt]).all():
             bad = int(np.count_nonzero(~np.isfinite(feats[utt])))
             raise DataError(index_path, f"the frames of utterance {utt!r} in {MATRIX_NAME} hold "
                             f"{bad} NaN or Inf values; expected finite features (recompute the "
                             "archive)", number)
-        previous = utt
     return feats
+
+
+def merge_archives(parts: Sequence[str | Path], directory: str | Path, cfg: FeatureConfig,
+                   skipped: str | None = None) -> None:
+    """Write the archives ``parts`` (disjoint utterance sets, e.g. one per job) as one
+    archive at ``directory``, atomically; the same bytes ``write_archive`` writes for their
+    union. Frames are copied part by part into a memory-mapped ``feats.npy``, so the merge
+    never holds more than one utterance in memory.
+
+    ``skipped`` as in ``write_archive``.
+    """
+    location: dict[str, tuple[int, int, int]] = {}      # utt -> (part, offset, length)
+    for k, part in enumerate(parts):
+        for line in (Path(part) / INDEX_NAME).read_text(encoding="utf-8").splitlines():
+            utt, offset, length = line.split()
+            if utt in location:
+                raise ValueError(f"utterance {utt!r} is in two archives being merged")
+            location[utt] = (k, int(offset), int(length))
+    matrices = [np.load(Path(part) / MATRIX_NAME, mmap_mode="r", allow_pickle=False)
+                for part in parts]
+    widths = {m.shape[1] for m in matrices if len(m)}
+    if len(widths) > 1:
+        raise ValueError(f"archives of different widths {sorted(widths)} cannot be merged")
+    width = widths.pop() if widths else 0
+    utts = sorted(location)
+    total = sum(location[u][2] for u in utts)
+    index, offset = [], 0
+    with atomic_dir(directory) as tmp:
+        out = np.lib.format.open_memmap(tmp / MATRIX_NAME, mode="w+", dtype=np.float32,
+                                        shape=(total, width) if utts else (0, 0))
+        for utt in utts:
+            k, start, length = location[utt]
+            out[offset:offset + length] = matrices[k][start:start + length]
+            index.append(f"{utt} {offset} {length}\n")
+            offset += length
+        out.flush()
+        del out
+        write_text(tmp / INDEX_NAME, "".join(index))
+        write_json(tmp / CONFIG_NAME, dataclasses.asdict(cfg))
+        if skipped is not None:
+            write_text(tmp / SKIPPED_NAME, skipped)
 
 
 def read_archive_config(directory: str | Path) -> FeatureConfig:

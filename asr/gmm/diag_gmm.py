@@ -53,12 +53,40 @@ class DiagGmm:
             return xx @ self._proj_t + self._const
         return xx @ self._proj_t[:, gauss] + self._const[gauss]
 
-    def log_likelihoods(self, feats: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """(T, num_pdfs) float32 log-likelihood of each pdf's mixture."""
+    def log_likelihoods(self, feats: np.ndarray, chunk: int = 4096,
+                        pdfs: np.ndarray | None = None) -> np.ndarray:
+        """(T, num_pdfs) float32 log-likelihood of each pdf's mixture.
+
+        With ``pdfs`` (K,) int, only the Gaussians of those pdfs are scored and the result is
+        (T, K), column k for pdf ``pdfs[k]``: an utterance's training graph uses a few
+        hundred of a triphone system's thousands of pdfs.
+        """
+        if pdfs is not None:
+            return self._restricted(feats, np.asarray(pdfs, dtype=np.int64), chunk)
         if len(feats) <= chunk:
             return _logsumexp_blocks(self.gaussian_log_likelihoods(feats), self.offsets)
         return np.concatenate([self.log_likelihoods(feats[i:i + chunk], chunk)
                                for i in range(0, len(feats), chunk)])
+
+    def gaussians_of(self, pdfs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The Gaussians of ``pdfs`` (K,): their indices (G',) in pdf order, and (K+1,)
+        offsets of each pdf's run within them."""
+        pdfs = np.asarray(pdfs, dtype=np.int64)
+        sizes = self.offsets[pdfs + 1] - self.offsets[pdfs]
+        local = np.concatenate([[0], np.cumsum(sizes)])
+        gauss = np.repeat(self.offsets[pdfs] - local[:-1], sizes) + np.arange(local[-1])
+        return gauss, local
+
+    def _restricted(self, feats: np.ndarray, pdfs: np.ndarray, chunk: int) -> np.ndarray:
+        gauss, local = self.gaussians_of(pdfs)
+        proj, const = self._proj_t[:, gauss], self._const[gauss]
+        x = np.asarray(feats, dtype=np.float32)
+        out = []
+        for i in range(0, max(len(x), 1), chunk):
+            block = x[i:i + chunk]
+            out.append(_logsumexp_blocks(np.hstack([block, block * block]) @ proj + const,
+                                         local))
+        return np.concatenate(out) if len(out) > 1 else out[0]
 
     def with_params(self, means, variances, log_weights, gauss_pdf) -> "DiagGmm":
         return DiagGmm(means, variances, log_weights, gauss_pdf, self.num_pdfs)
@@ -86,7 +114,10 @@ def _logsumexp_blocks(ll: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def flat_start(feats: np.ndarray, num_pdfs: int) -> DiagGmm:
     """One Gaussian per pdf, all equal to the global mean and variance of ``feats`` (T, D)."""
-    mean = feats.mean(axis=0)
-    var = feats.var(axis=0)
+    return flat_start_from(feats.mean(axis=0), feats.var(axis=0), num_pdfs)
+
+
+def flat_start_from(mean: np.ndarray, var: np.ndarray, num_pdfs: int) -> DiagGmm:
+    """One Gaussian per pdf, all with ``mean`` (D,) and ``var`` (D,)."""
     return DiagGmm(np.tile(mean, (num_pdfs, 1)), np.tile(var, (num_pdfs, 1)),
                    np.zeros(num_pdfs), np.arange(num_pdfs), num_pdfs)

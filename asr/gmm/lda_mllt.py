@@ -29,18 +29,21 @@ import logging
 from dataclasses import dataclass, field
 import numpy as np
 
+from pathlib import Path
+
 from asr.decoder import DecoderConfig
-from asr.features import apply_pipeline
+from asr.gmm.accumulate import LdaRequest, MlltRequest, PassResult, PassTask, run_passes
 from asr.gmm.diag_gmm import DiagGmm
 from asr.gmm.model import GmmAcousticModel
-from asr.gmm.systems import align_utterances, grow_tree
-from asr.gmm.train import GmmTrainConfig, TrainResult, train_gmm_hmm
+from asr.gmm.source import FeatureView, UtteranceSource
+from asr.gmm.systems import previous_labeller, system_view, tree_from_stats
+from asr.gmm.train import GmmTrainConfig, TrainResult, _work_dir, as_source, train_gmm_hmm
 from asr.hmm.tree import ContextTree
 from asr.lexicon import SILENCE
 from asr.system import AsrSystem
 from asr.training import Utterance
-from asr.transforms import (FeatureTransform, accumulate_lda, accumulate_mllt, estimate_lda,
-                            estimate_mllt, transform_means)
+from asr.transforms import (FeatureTransform, LdaStats, MlltStats, estimate_lda, estimate_mllt,
+                            transform_means)
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +105,23 @@ def silence_pdfs(tree: ContextTree, phone: int = 0) -> np.ndarray:
     return mask
 
 
-def train_lda_mllt(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrainConfig,
-                   utt2spk: dict[str, str] | None = None, decoding: DecoderConfig | None = None,
-                   progress: bool = True) -> tuple[AsrSystem, LdaMlltResult]:
+def train_lda_mllt(utts_raw: list[Utterance] | UtteranceSource, previous: AsrSystem,
+                   cfg: GmmTrainConfig, utt2spk: dict[str, str] | None = None,
+                   decoding: DecoderConfig | None = None, progress: bool = True,
+                   executor=None, work_dir: str | Path | None = None
+                   ) -> tuple[AsrSystem, LdaMlltResult]:
     """Train tri2b on ``previous``'s alignments; see the module docstring.
 
     Parameters
     ----------
     utts_raw : utterances with their base features (T, base_dim), as in the archive (e.g.
-        ``Experiment.utterances(name, raw=True)``); CMVN is applied here, by ``previous``'s
-        settings, with ``utt2spk`` for per-speaker CMVN.
+        ``Experiment.utterances(name, raw=True)``), or a source of them (an
+        ``ArchiveSource``); CMVN is applied here, by ``previous``'s settings, with
+        ``utt2spk`` (or the source's speakers) for per-speaker CMVN.
     previous : the system whose alignments give the LDA classes and the tree's statistics.
     cfg : an :class:`LdaMlltConfig` (a plain ``GmmTrainConfig`` gets its front-end defaults).
+    executor, work_dir : see ``train_gmm_hmm``: every pass (alignment, LDA, tree and MLLT
+        statistics, EM) runs as one job per part of the data.
     """
     if not isinstance(cfg, LdaMlltConfig):
         cfg = LdaMlltConfig(**dataclasses.asdict(cfg))
@@ -121,31 +129,33 @@ def train_lda_mllt(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrain
         raise ValueError("an LDA+MLLT system needs num_leaves > 0")
     features = dataclasses.replace(previous.features, deltas=0, splice_left=cfg.splice,
                                    splice_right=cfg.splice)
-    raw = {u.utt: u.feats for u in utts_raw}
-    before = previous.model_input(raw, utt2spk)
-    alignments = align_utterances(previous, [Utterance(u.utt, before[u.utt], u.words)
-                                             for u in utts_raw],
-                                  cfg.silence_prob, cfg.align_acoustic_scale, cfg.align_beam,
-                                  cfg.align_retry_beam)
-    del before
-    spliced = apply_pipeline(raw, features, utt2spk)
-    stats = None
-    for utt, (path, graph) in alignments.items():
-        weights = np.where(graph.context[path, 1] == previous.lexicon.phones.index(SILENCE),
-                           cfg.silence_weight, 1.0)
-        stats = accumulate_lda(spliced[utt], graph.pdf[path], stats, weights,
-                               previous.tree.num_pdfs)
-    if stats is None:
-        raise ValueError("no training utterance could be aligned by the previous system")
-    lda = FeatureTransform(estimate_lda(stats, cfg.lda_dim))
-    log.info("LDA: %d -> %d dimensions from %d classes, %.0f frames", lda.input_dim, lda.dim,
-             int(np.count_nonzero(stats.counts)), stats.total_count)
-    utts = [Utterance(u.utt, lda.apply(spliced.pop(u.utt)), u.words) for u in utts_raw]
-    tree, gmm = grow_tree(utts, alignments, previous, cfg)
-    step = _MlltStep(lda, set(cfg.mllt_iters), silence_pdfs(tree), cfg.silence_weight,
-                     cfg.mllt_passes)
-    result = train_gmm_hmm(utts, previous.lexicon, tree, copy.deepcopy(previous.tm), gmm, cfg,
-                           progress, desc="tri2b", feature_step=step)
+    source = as_source(utts_raw, utt2spk)
+    spliced = FeatureView(features)
+    with _work_dir(work_dir) as work:
+        parts = source.parts(executor.nj if executor is not None else 1)
+        ali_dir = str(work / "ali_prev")
+        label = previous_labeller(previous, system_view(previous), cfg)
+        lda_req = LdaRequest(spliced, previous.tree.num_pdfs,
+                             previous.lexicon.phones.index(SILENCE), cfg.silence_weight)
+        total = run_passes([PassTask(k, part, label, ali_dir, lda=lda_req)
+                            for k, part in enumerate(parts)], executor, "LDA statistics")
+        if total.sums.total("label_frames") <= 0:
+            raise ValueError("no training utterance could be aligned by the previous system")
+        stats = LdaStats(*(total.sums.total(k) for k in ("lda_counts", "lda_first",
+                                                          "lda_second")))
+        lda = FeatureTransform(estimate_lda(stats, cfg.lda_dim))
+        log.info("LDA: %d -> %d dimensions from %d classes, %.0f frames", lda.input_dim,
+                 lda.dim, int(np.count_nonzero(stats.counts)), stats.total_count)
+        view = spliced.followed_by(lda)
+        saved = dataclasses.replace(label, mode="saved")
+        total = run_passes([PassTask(k, part, saved, ali_dir, tree_view=view, moments_view=view)
+                            for k, part in enumerate(parts)], executor, "tree statistics")
+        tree, gmm = tree_from_stats(total, previous, cfg)
+        step = _MlltStep(lda, set(cfg.mllt_iters), silence_pdfs(tree), cfg.silence_weight,
+                         cfg.mllt_passes)
+        result = train_gmm_hmm(source, previous.lexicon, tree, copy.deepcopy(previous.tm), gmm,
+                               cfg, progress, desc="tri2b", feature_step=step,
+                               executor=executor, view=view, work_dir=work)
     system = AsrSystem(features, previous.lexicon, tree, result.tm,
                        GmmAcousticModel(result.gmm), decoding or previous.decoding,
                        step.transform)
@@ -163,17 +173,19 @@ class _MlltStep:
         self.silence_weight, self.passes = silence_weight, passes
         self.aux: dict[int, list[float]] = {}
 
-    def __call__(self, it: int, gmm: DiagGmm, feats: np.ndarray, frames: np.ndarray,
-                 pdfs: np.ndarray, weights: np.ndarray) -> tuple[DiagGmm, np.ndarray] | None:
-        if it not in self.iters:
-            return None
-        weights = weights * np.where(self.silence[pdfs], self.silence_weight, 1.0)
-        keep = weights > 0
-        stats = accumulate_mllt(gmm, feats[frames[keep]], pdfs[keep], weights=weights[keep])
+    def wants(self, it: int) -> bool:
+        return it in self.iters
+
+    def request(self, it: int, gmm: DiagGmm, view: FeatureView) -> dict:
+        return {"mllt": MlltRequest(self.silence, self.silence_weight)}
+
+    def update(self, it: int, gmm: DiagGmm, view: FeatureView, total: PassResult
+               ) -> tuple[DiagGmm, FeatureView]:
+        stats = MlltStats(float(total.sums.total("mllt_beta")), total.sums.total("mllt_G"))
         A, aux = estimate_mllt(stats, iters=self.passes)
         self.aux[it] = [q / stats.beta for q in aux]
         log.info("MLLT at iteration %d: auxiliary per frame %.4f -> %.4f over %.0f frames", it,
                  self.aux[it][0], self.aux[it][-1], stats.beta)
         mllt = FeatureTransform(A)
         self.transform = self.transform.followed_by(mllt)
-        return transform_means(gmm, A), mllt.apply(feats)
+        return transform_means(gmm, A), view.followed_by(mllt)

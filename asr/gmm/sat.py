@@ -30,17 +30,21 @@ import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from asr.adaptation import gmm_of, speaker_transforms, spk2utt_of
 from asr.decoder import DecoderConfig
 from asr.gmm.diag_gmm import DiagGmm
+from asr.gmm.accumulate import FmllrRequest, Labeller, PassResult, PassTask, run_passes
 from asr.gmm.lda_mllt import silence_pdfs
 from asr.gmm.model import GmmAcousticModel
+from asr.gmm.source import FeatureView, MemorySource, UtteranceSource
 from asr.gmm.stats import GmmStats
-from asr.gmm.systems import align_utterances, grow_tree
-from asr.gmm.train import GmmTrainConfig, TrainResult, train_gmm_hmm
+from asr.gmm.systems import align_utterances, previous_labeller, system_view, tree_from_stats
+from asr.gmm.train import (GmmTrainConfig, TrainResult, _views_for, _work_dir, as_source,
+                           train_gmm_hmm)
 from asr.gmm.update import mle_update
 from asr.system import AsrSystem, SpeakerAdaptation
 from asr.training import Utterance
@@ -105,45 +109,58 @@ def _as_sat_config(cfg: GmmTrainConfig) -> SatConfig:
     return SatConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
 
 
-def train_sat(utts_raw: list[Utterance], previous: AsrSystem, cfg: GmmTrainConfig,
-              utt2spk: dict[str, str], decoding: DecoderConfig | None = None,
-              progress: bool = True) -> tuple[AsrSystem, SatResult]:
+def train_sat(utts_raw: list[Utterance] | UtteranceSource, previous: AsrSystem,
+              cfg: GmmTrainConfig, utt2spk: dict[str, str] | None = None,
+              decoding: DecoderConfig | None = None, progress: bool = True, executor=None,
+              work_dir: str | Path | None = None) -> tuple[AsrSystem, SatResult]:
     """Train tri3b on ``previous``'s alignments; see the module docstring.
 
     Parameters
     ----------
     utts_raw : utterances with their base features (T, base_dim), as in the archive (e.g.
-        ``Experiment.utterances(name, raw=True)``).
+        ``Experiment.utterances(name, raw=True)``), or a source of them (``ArchiveSource``).
     previous : a GMM system (tri2b); its model input is the SI features.
     cfg : a :class:`SatConfig` (a plain ``GmmTrainConfig`` gets the fMLLR defaults).
-    utt2spk : utt -> speaker, for per-speaker CMVN and the transforms.
+    utt2spk : utt -> speaker, for per-speaker CMVN and the transforms (a source knows its
+        speakers).
+    executor, work_dir : see ``train_gmm_hmm``: every pass (alignment, fMLLR per speaker,
+        tree statistics, EM, the alignment model) runs as one job per part of the data.
     """
     cfg = _as_sat_config(cfg)
     if cfg.num_leaves <= 0:
         raise ValueError("a speaker-adapted system needs num_leaves > 0")
-    prev_gmm = gmm_of(previous.model)
-    si = previous.model_input({u.utt: u.feats for u in utts_raw}, utt2spk)
-    si_utts = [Utterance(u.utt, si[u.utt], u.words) for u in utts_raw]
-    spk2utt = spk2utt_of(utt2spk, [u.utt for u in utts_raw])
-    alignments = align_utterances(previous, si_utts, cfg.silence_prob,
-                                  cfg.align_acoustic_scale, cfg.align_beam,
-                                  cfg.align_retry_beam)
-    if not alignments:
-        raise ValueError("no training utterance could be aligned by the previous system")
-    silence = silence_pdfs(previous.tree)
-    targets = {utt: _alignment_targets(graph.pdf[path], silence, cfg.silence_weight)
-               for utt, (path, graph) in alignments.items()}
-    initial, aux0 = speaker_transforms(prev_gmm, si, targets, spk2utt, cfg.fmllr_min_count,
-                                       cfg.fmllr_passes)
-    utts = [Utterance(u.utt, apply_fmllr(initial[utt2spk[u.utt]], u.feats), u.words)
-            for u in si_utts]
-    tree, gmm = grow_tree(utts, alignments, previous, cfg)
-    step = _FmllrStep(si_utts, utt2spk, spk2utt, initial, set(cfg.fmllr_iters),
-                      silence_pdfs(tree), cfg)
-    step.aux[0] = aux0
-    result = train_gmm_hmm(utts, previous.lexicon, tree, copy.deepcopy(previous.tm), gmm, cfg,
-                           progress, desc="tri3b", feature_step=step)
-    si_gmm = _alignment_model(result, si_utts, cfg) if cfg.alignment_model else None
+    if utt2spk is None and not isinstance(utts_raw, UtteranceSource):
+        raise ValueError("speaker-adaptive training needs utt2spk")
+    source = as_source(utts_raw, utt2spk)
+    if isinstance(source, MemorySource):
+        spk2utt_of(source.utt2spk, source.utt_ids())       # every utterance has a speaker
+    si_view = system_view(previous)
+    with _work_dir(work_dir) as work:
+        parts = source.parts(executor.nj if executor is not None else 1)
+        ali_dir = str(work / "ali_prev")
+        label = previous_labeller(previous, si_view, cfg)
+        request = FmllrRequest(si_view, silence_pdfs(previous.tree), cfg.silence_weight,
+                               cfg.fmllr_min_count, cfg.fmllr_passes)
+        first = run_passes([PassTask(k, part, label, ali_dir, fmllr=request)
+                            for k, part in enumerate(parts)], executor, "fMLLR")
+        if first.sums.total("label_frames") <= 0:
+            raise ValueError("no training utterance could be aligned by the previous system")
+        initial, aux0 = first.transforms, first.aux
+        view = si_view.with_fmllr(initial)
+        saved = dataclasses.replace(label, mode="saved")
+        total = run_passes([PassTask(k, part, dataclasses.replace(saved, view=v), ali_dir,
+                                     tree_view=v, moments_view=v)
+                            for k, (part, v) in enumerate(zip(parts, _views_for(parts, view)))],
+                           executor, "tree statistics")
+        tree, gmm = tree_from_stats(total, previous, cfg)
+        step = _FmllrStep(si_view, set(cfg.fmllr_iters), silence_pdfs(tree), cfg)
+        step.transforms = dict(initial)
+        step.aux[0] = aux0
+        result = train_gmm_hmm(source, previous.lexicon, tree, copy.deepcopy(previous.tm), gmm,
+                               cfg, progress, desc="tri3b", feature_step=step,
+                               executor=executor, view=view, work_dir=work)
+        si_gmm = (_alignment_model(result, si_view, cfg, executor, str(work / "ali_final"))
+                  if cfg.alignment_model else None)
     adaptation = SpeakerAdaptation(
         min_count=cfg.fmllr_min_count, iters=cfg.fmllr_passes,
         silence_weight=cfg.decode_silence_weight,
@@ -201,62 +218,49 @@ def _alignment_targets(pdfs: np.ndarray, silence: np.ndarray, silence_weight: fl
 
 
 class _FmllrStep:
-    """The ``feature_step`` of ``train_gmm_hmm`` that re-estimates fMLLR at given iterations.
+    """The ``feature_step`` of ``train_gmm_hmm`` that re-estimates fMLLR at given iterations:
+    each job estimates its own speakers' transforms (whole speakers are in one part)."""
 
-    Frames of the concatenated features follow ``si_utts``' order (as ``train_gmm_hmm``
-    concatenates them).
-    """
-
-    def __init__(self, si_utts: list[Utterance], utt2spk: dict[str, str],
-                 spk2utt: dict[str, list[str]], transforms: dict[str, np.ndarray],
-                 iters: set[int], silence: np.ndarray, cfg: SatConfig):
-        self.si = {u.utt: u.feats for u in si_utts}
-        self.order = [u.utt for u in si_utts]
-        self.offsets = np.concatenate([[0], np.cumsum([len(u.feats) for u in si_utts])])
-        self.utt2spk, self.spk2utt = utt2spk, spk2utt
-        self.transforms, self.iters, self.silence, self.cfg = transforms, iters, silence, cfg
+    def __init__(self, si_view: FeatureView, iters: set[int], silence: np.ndarray,
+                 cfg: SatConfig):
+        self.si_view, self.iters, self.silence, self.cfg = si_view, iters, silence, cfg
+        self.transforms: dict[str, np.ndarray] = {}
         self.aux: dict[int, dict[str, list[float]]] = {}
 
-    def __call__(self, it: int, gmm: DiagGmm, feats: np.ndarray, frames: np.ndarray,
-                 pdfs: np.ndarray, weights: np.ndarray) -> tuple[DiagGmm, np.ndarray] | None:
-        if it not in self.iters:
-            return None
-        weights = weights * np.where(self.silence[pdfs], self.cfg.silence_weight, 1.0)
-        order = np.argsort(frames, kind="stable")
-        frames, pdfs, weights = frames[order], pdfs[order], weights[order]
-        bounds = np.searchsorted(frames, self.offsets)
-        targets = {}
-        for i, utt in enumerate(self.order):
-            lo, hi = bounds[i], bounds[i + 1]
-            if hi > lo:
-                targets[utt] = (frames[lo:hi] - self.offsets[i], pdfs[lo:hi], weights[lo:hi])
-        self.transforms, self.aux[it] = speaker_transforms(
-            gmm, self.si, targets, self.spk2utt, self.cfg.fmllr_min_count,
-            self.cfg.fmllr_passes, previous=self.transforms)
+    def wants(self, it: int) -> bool:
+        return it in self.iters
+
+    def request(self, it: int, gmm: DiagGmm, view: FeatureView) -> dict:
+        return {"fmllr": FmllrRequest(self.si_view, self.silence, self.cfg.silence_weight,
+                                      self.cfg.fmllr_min_count, self.cfg.fmllr_passes,
+                                      dict(view.fmllr or {}))}
+
+    def update(self, it: int, gmm: DiagGmm, view: FeatureView, total: PassResult
+               ) -> tuple[DiagGmm, FeatureView]:
+        self.transforms = {**(view.fmllr or {}), **total.transforms}
+        self.aux[it] = total.aux
         gains = [a[-1] - a[0] for a in self.aux[it].values() if a]
         log.info("fMLLR at iteration %d: %d speakers, auxiliary per frame up %.4f on average",
                  it, len(self.aux[it]), float(np.mean(gains)) if gains else 0.0)
-        adapted = np.concatenate([apply_fmllr(self.transforms[self.utt2spk[u]], self.si[u])
-                                  for u in self.order])
-        return gmm, adapted
+        return gmm, view.with_fmllr(self.transforms)
 
 
-def _alignment_model(result: TrainResult, si_utts: list[Utterance], cfg: SatConfig
-                     ) -> DiagGmm:
+def _alignment_model(result: TrainResult, si_view: FeatureView, cfg: SatConfig, executor,
+                     ali_dir: str) -> DiagGmm:
     """The final GMM re-estimated on SI features, Gaussian posteriors from the adapted ones
     along the final alignments (Kaldi's ``gmm-acc-stats-twofeats`` + ``gmm-est``)."""
     gmm = result.gmm
-    adapted = {u.utt: u.feats for u in result.utts}
-    stats = GmmStats(gmm.num_gauss, gmm.dim)
-    for u in si_utts:
-        path = result.alignments.get(u.utt)
-        if path is None:
-            continue
-        pdfs = result.graphs[u.utt].pdf[path]
-        _accumulate_two_feats(stats, gmm, adapted[u.utt], u.feats, pdfs)
-    var_floor = cfg.var_floor * np.concatenate([u.feats for u in si_utts]).astype(
-        np.float64).var(axis=0)
-    si_gmm = mle_update(gmm, stats, var_floor, cfg.min_gaussian_occ)
+    parts = result.source.parts(executor.nj if executor is not None else 1)
+    label = Labeller(gmm, result.view, result.lexicon, result.tree, result.tm, "align",
+                     cfg.silence_prob, cfg.align_acoustic_scale, cfg.align_beam,
+                     cfg.align_retry_beam)
+    total = run_passes([PassTask(k, part, dataclasses.replace(label, view=v), ali_dir, gmm=gmm,
+                                 gmm_view=v, two_feats_view=si_view, moments_view=si_view)
+                        for k, (part, v) in enumerate(zip(parts, _views_for(parts,
+                                                                             result.view)))],
+                       executor, "alignment model")
+    stats = total.gmm_stats(gmm.num_gauss, gmm.dim)
+    si_gmm = mle_update(gmm, stats, cfg.var_floor * total.moments()[2], cfg.min_gaussian_occ)
     log.info("alignment model: %.0f frames, SI log-likelihood per frame %.4f",
              stats.frames, stats.log_likelihood / max(stats.frames, 1.0))
     return si_gmm

@@ -7,26 +7,37 @@ or from forced alignments, refreshed on ``realign_iters`` ("viterbi", Kaldi's sc
 The first pass from a flat start is always Baum-Welch: equal Gaussians give a Viterbi path
 nothing to choose by.
 
-A ``feature_step`` may change the feature space during training (tri2b's MLLT): called each
-iteration between the E-step and the accumulation of statistics, it returns a new GMM and
-new features, or None to leave both as they are.
+Each iteration is a pass of jobs (``asr.gmm.accumulate``), one per part of the data split
+by speaker, run in this process or through an ``asr.jobs.Executor``: each job reads its own
+utterances (``asr.gmm.source``), labels them, and returns exact sums of its statistics;
+the driver adds them (the same bits for any number of jobs) and updates the model. The
+driver holds the model and the statistics, never the features; alignments are saved per
+part in the run's folder.
+
+A ``feature_step`` (:class:`FeatureStep`) may change the feature space at some iterations
+(tri2b's MLLT, tri3b's fMLLR): a first pass gathers its statistics under the current
+model, the step returns a new model and :class:`~asr.gmm.source.FeatureView`, and a second
+pass gathers the GMM statistics on the new features with the same frame labels.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from asr.decoder.decoder import align
 from asr.errors import DataError
+from asr.gmm.accumulate import (Labeller, PassResult, PassTask, load_alignments,
+                                path_transition_counts, run_passes)
 from asr.gmm.diag_gmm import DiagGmm
-from asr.gmm.stats import GmmStats
+from asr.gmm.source import FeatureView, MemorySource, UtteranceSource
 from asr.gmm.update import mle_update, split_gaussians
-from asr.hmm.forward_backward import forward_backward
 from asr.hmm.graph import Graph, training_graph
 from asr.hmm.transitions import TransitionModel
 from asr.hmm.tree import ContextTree
@@ -35,11 +46,24 @@ from asr.training import Utterance
 
 log = logging.getLogger(__name__)
 
-FeatureStep = Callable[[int, DiagGmm, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                       Optional[tuple[DiagGmm, np.ndarray]]]
-"""``step(iteration, gmm, feats (T, D), frames (N,), pdfs (N,), weights (N,))``: the current
-model and features, and this iteration's labels (frame ``frames[n]`` belongs to pdf
-``pdfs[n]`` with weight ``weights[n]``). Returns ``(gmm, feats)`` in a new space, or None."""
+__all__ = ["FeatureStep", "GmmTrainConfig", "TrainResult", "path_transition_counts",
+           "train_gmm_hmm", "as_source", "KALDI_MONO_REALIGN"]
+
+
+class FeatureStep(Protocol):
+    """A change of feature space during training (see the module docstring)."""
+
+    def wants(self, iteration: int) -> bool:
+        """Whether this iteration changes the features."""
+
+    def request(self, iteration: int, gmm: DiagGmm, view: FeatureView) -> dict[str, Any]:
+        """What the first pass's jobs accumulate: ``PassTask`` fields (``mllt`` or
+        ``fmllr``)."""
+
+    def update(self, iteration: int, gmm: DiagGmm, view: FeatureView, stats: PassResult
+               ) -> tuple[DiagGmm, FeatureView]:
+        """The model and features in the new space, from the first pass's statistics."""
+
 
 KALDI_MONO_REALIGN = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)
 
@@ -77,127 +101,182 @@ class GmmTrainConfig:
 
 @dataclass
 class TrainResult:
+    """A trained GMM-HMM and how it was trained.
+
+    Attributes
+    ----------
+    gmm, tm : the final model and transitions.
+    history : average log-likelihood per frame, per iteration.
+    cfg : the settings.
+    source, view : the training utterances and the final features' view (after any
+        feature step).
+    lexicon, tree : the HMMs' lexicon and tree.
+    """
+
     gmm: DiagGmm
     tm: TransitionModel
-    graphs: dict[str, Graph]
-    history: list[float]                   # average log-likelihood per frame, per iteration
-    utts: list[Utterance]                  # with the final features (after any feature_step)
+    history: list[float]
     cfg: GmmTrainConfig
+    source: UtteranceSource
+    view: FeatureView
+    lexicon: Lexicon
+    tree: ContextTree
+
+    @functools.cached_property
+    def utts(self) -> list[Utterance]:
+        """The training utterances with their final features (read on first use)."""
+        out = []
+        for spk, utts in self.source.speakers():
+            feats = self.view.apply(spk, {u: f for u, f, _ in utts})
+            out += [Utterance(u, feats[u], words) for u, _, words in utts]
+        return sorted(out, key=lambda u: u.utt)
+
+    @functools.cached_property
+    def graphs(self) -> dict[str, Graph]:
+        """utt -> training graph (built on first use)."""
+        return {u.utt: training_graph(u.words, self.lexicon, self.tree, self.tm,
+                                      self.cfg.silence_prob) for u in self.utts}
 
     @functools.cached_property
     def alignments(self) -> dict[str, np.ndarray]:
         """utt -> (T,) node path in its training graph, by the final model.
 
-        Computed on first use (one scoring pass over all frames): recipes that align later
-        from the saved system do not pay for it.
+        Computed on first use (one alignment pass, in this process): recipes that align
+        later from the saved system do not pay for it.
         """
-        cfg, final = self.cfg, {}
-        for u in self.utts:
-            path = align(self.graphs[u.utt], self.tm, self.gmm.log_likelihoods(u.feats),
-                         cfg.align_acoustic_scale, cfg.align_beam, cfg.align_retry_beam)
-            if path is not None:
-                final[u.utt] = path
-        return final
+        with tempfile.TemporaryDirectory() as tmp:
+            return final_alignments(self, tmp)
 
 
-def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.ndarray:
-    """Count of each transition id along a node path (the exit after the last frame included)."""
-    ts = graph.tstate[path]
-    tids = 2 * ts[:-1] + (path[1:] != path[:-1])
-    counts = np.bincount(tids, minlength=num_tids).astype(np.float64)
-    counts[2 * ts[-1] + 1] += 1.0
-    return counts
+def final_alignments(result: TrainResult, ali_dir: str | Path, executor=None
+                     ) -> dict[str, np.ndarray]:
+    """Align ``result``'s training data with its final model into ``ali_dir`` (one
+    ``ali.<k>.npz`` per part); returns utt -> (T,) node path."""
+    parts = result.source.parts(executor.nj if executor is not None else 1)
+    label = _labeller(result.gmm, result.view, result.lexicon, result.tree, result.tm,
+                      result.cfg, "align")
+    run_passes([PassTask(k, part, label, str(ali_dir)) for k, part in enumerate(parts)],
+               executor, "align")
+    out = {}
+    for k in range(len(parts)):
+        out.update(load_alignments(ali_dir, k))
+    return out
 
 
-def train_gmm_hmm(utts: list[Utterance], lexicon: Lexicon, tree: ContextTree,
-                  tm: TransitionModel, gmm: DiagGmm, cfg: GmmTrainConfig,
+def as_source(utts: list[Utterance] | UtteranceSource,
+              utt2spk: dict[str, str] | None = None) -> UtteranceSource:
+    """A list of utterances as a :class:`MemorySource`; a source as it is."""
+    if isinstance(utts, UtteranceSource):
+        return utts
+    return MemorySource(list(utts), utt2spk)
+
+
+def _labeller(gmm, view, lexicon, tree, tm, cfg: GmmTrainConfig, mode: str) -> Labeller:
+    return Labeller(gmm, view, lexicon, tree, tm, mode, cfg.silence_prob,
+                    cfg.align_acoustic_scale, cfg.align_beam, cfg.align_retry_beam,
+                    cfg.min_posterior)
+
+
+@contextlib.contextmanager
+def _work_dir(work_dir: str | Path | None):
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        yield Path(work_dir).resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="asr-gmm-") as tmp:
+        yield Path(tmp)
+
+
+def _views_for(parts: list[UtteranceSource], view: FeatureView) -> list[FeatureView]:
+    """Each part's view, carrying only its own speakers' fMLLR transforms."""
+    if view.fmllr is None:
+        return [view] * len(parts)
+    return [view.for_speakers(set(part.speaker_ids())) for part in parts]
+
+
+def train_gmm_hmm(utts: list[Utterance] | UtteranceSource, lexicon: Lexicon,
+                  tree: ContextTree, tm: TransitionModel, gmm: DiagGmm, cfg: GmmTrainConfig,
                   progress: bool = True, desc: str = "train",
-                  feature_step: FeatureStep | None = None) -> TrainResult:
+                  feature_step: FeatureStep | None = None, executor=None,
+                  view: FeatureView | None = None, work_dir: str | Path | None = None
+                  ) -> TrainResult:
     """Re-estimate ``gmm`` and ``tm`` on ``utts`` for ``cfg.num_iters`` iterations.
 
-    Each iteration scores all frames at once (large matrix products), runs forward-backward
-    or alignment per utterance on slices of that matrix, and accumulates statistics from
-    (frame, pdf, weight) triples grouped by pdf. ``feature_step`` (see :data:`FeatureStep`)
-    may then move features and model to a new space before the statistics are gathered.
+    Parameters
+    ----------
+    utts : utterances in memory (features (T, D) as the model sees them), or a source
+        (``asr.gmm.source``) whose features ``view`` turns into the model's.
+    executor : runs each pass's jobs, one per part of the data (``executor.nj`` parts);
+        None: one job in this process. The model is the same for every ``nj``.
+    view : the features' view (default: none, the features as they are).
+    work_dir : where each part's alignments are kept (default: a temporary folder).
+    feature_step : see :class:`FeatureStep`.
     """
-    feats = np.concatenate([u.feats for u in utts]).astype(np.float32)
-    offsets = np.concatenate([[0], np.cumsum([len(u.feats) for u in utts])])
-    var_floor = cfg.var_floor * feats.astype(np.float64).var(axis=0)
-    graphs = {u.utt: training_graph(u.words, lexicon, tree, tm, cfg.silence_prob) for u in utts}
+    source = as_source(utts)
+    view = view or FeatureView()
+    parts = source.parts(executor.nj if executor is not None else 1)
     num_tids = 2 * tm.num_tstates
     mixup_step = max(0, cfg.max_gaussians - gmm.num_gauss) / max(1, cfg.mixup_iters)
     target = float(gmm.num_gauss)
-    alignments: dict[str, np.ndarray] = {}
     history: list[float] = []
     flat = np.allclose(gmm.means, gmm.means[:1])
+    var_floor = None
+    aligned = False
     bar = tqdm(range(1, cfg.num_iters + 1), desc=desc, disable=not progress, leave=False)
-    for it in bar:
-        tcounts = np.zeros(num_tids)
-        baum_welch = cfg.training == "baum-welch" or (flat and it == 1)
-        realign = not baum_welch and (not alignments or it in cfg.realign_iters)
-        loglik = gmm.log_likelihoods(feats) if baum_welch or realign else None
-        frames, pdfs, weights = [], [], []
-        total_ll, failed = 0.0, []
-        for i, u in enumerate(utts):
-            graph, lo, hi = graphs[u.utt], offsets[i], offsets[i + 1]
+    with _work_dir(work_dir) as work:
+        ali_dir = str(work / "ali")
+        for it in bar:
+            baum_welch = cfg.training == "baum-welch" or (flat and it == 1)
+            realign = not baum_welch and (not aligned or it in cfg.realign_iters)
+            mode = "baum-welch" if baum_welch else "align" if realign else "saved"
+            label = _labeller(gmm, view, lexicon, tree, tm, cfg, mode)
+            failed: list[str] = []
+            stats_gmm, stats_view = gmm, view
+            if feature_step is not None and feature_step.wants(it):
+                extra = feature_step.request(it, gmm, view)
+                first = run_passes([PassTask(k, part, replace(label, view=v), ali_dir, **extra)
+                                    for k, (part, v) in enumerate(zip(parts,
+                                                                      _views_for(parts, view)))],
+                                   executor, f"{desc} {it} features")
+                failed += first.failed
+                stats_gmm, stats_view = feature_step.update(it, gmm, view, first)
+                if mode == "align":
+                    label = replace(label, mode="saved")
+            changed = var_floor is None or stats_view is not view
+            label_views = _views_for(parts, view)
+            stats_views = _views_for(parts, stats_view)
+            tasks = [PassTask(k, part, replace(label, view=lv), ali_dir, gmm=stats_gmm,
+                              gmm_view=lv if stats_view is view else sv,
+                              moments_view=(lv if stats_view is view else sv) if changed
+                              else None)
+                     for k, (part, lv, sv) in enumerate(zip(parts, label_views, stats_views))]
+            total = run_passes(tasks, executor, f"{desc} {it}")
+            failed += total.failed
+            aligned = aligned or mode == "align"
+            gmm, view = stats_gmm, stats_view
+            if changed:
+                var_floor = cfg.var_floor * total.moments()[2]
+            stats = total.gmm_stats(gmm.num_gauss, gmm.dim)
+            if stats.frames <= 0:
+                raise DataError(None, f"no training utterance fits its graph (e.g. "
+                                f"{', '.join(sorted(failed)[:3])}): utterances shorter than "
+                                "their HMM paths, or features that do not match the model")
             if baum_welch:
-                post = forward_backward(graph, tm, loglik[lo:hi])
-                if not np.isfinite(post.log_likelihood):
-                    failed.append(u.utt)
-                    continue
-                t, n = np.nonzero(post.node_posteriors > cfg.min_posterior)
-                frames.append(lo + t)
-                pdfs.append(graph.pdf[n])
-                weights.append(post.node_posteriors[t, n])
-                tcounts += post.transition_counts(graph, num_tids)
-                total_ll += post.log_likelihood
+                history.append(float(total.sums.total("label_ll")) / max(stats.frames, 1.0))
             else:
-                if realign:
-                    path = align(graph, tm, loglik[lo:hi], cfg.align_acoustic_scale,
-                                 cfg.align_beam, cfg.align_retry_beam)
-                    if path is None:
-                        alignments.pop(u.utt, None)
-                        failed.append(u.utt)
-                        continue
-                    alignments[u.utt] = path
-                path = alignments.get(u.utt)
-                if path is None:
-                    continue
-                frames.append(np.arange(lo, hi))
-                pdfs.append(graph.pdf[path])
-                weights.append(np.ones(hi - lo))
-                tcounts += path_transition_counts(graph, path, num_tids)
-        if not frames:
-            raise DataError(None, f"no training utterance fits its graph (e.g. "
-                            f"{', '.join(failed[:3])}): utterances shorter than their HMM "
-                            "paths, or features that do not match the model")
-        frames, pdfs, weights = (np.concatenate(frames), np.concatenate(pdfs),
-                                 np.concatenate(weights))
-        changed = feature_step(it, gmm, feats, frames, pdfs, weights) if feature_step else None
-        if changed is not None:
-            gmm, feats = changed
-            feats = np.ascontiguousarray(feats, dtype=np.float32)
-            var_floor = cfg.var_floor * feats.astype(np.float64).var(axis=0)
-        stats = GmmStats(gmm.num_gauss, gmm.dim)
-        stats.accumulate(gmm, feats, frames, pdfs, weights)
-        if baum_welch:
-            history.append(total_ll / max(stats.frames, 1.0))
-        else:
-            history.append(stats.log_likelihood / max(stats.frames, 1.0))
-        if failed:
-            log.warning("iteration %d: %d of %d utterances had no path through their graph "
-                        "and were skipped (%s)", it, len(failed), len(utts),
-                        ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
-        gmm = mle_update(gmm, stats, var_floor, cfg.min_gaussian_occ)
-        tm.update(tcounts)
-        if it <= cfg.mixup_iters and mixup_step > 0:
-            target += mixup_step
-            pdf_occ = np.bincount(gmm.gauss_pdf, weights=stats.occ, minlength=gmm.num_pdfs)
-            gmm = split_gaussians(gmm, pdf_occ, int(round(target)))
-        log.info("%s iteration %d: %s log-likelihood per frame %.4f, %d Gaussians", desc, it,
-                 "Baum-Welch" if baum_welch else "Viterbi", history[-1], gmm.num_gauss)
-        bar.set_postfix(ll=f"{history[-1]:.3f}", gauss=gmm.num_gauss)
-    if feature_step is not None:
-        utts = [Utterance(u.utt, feats[offsets[i]:offsets[i + 1]], u.words)
-                for i, u in enumerate(utts)]
-    return TrainResult(gmm, tm, graphs, history, utts, cfg)
+                history.append(stats.log_likelihood / max(stats.frames, 1.0))
+            if failed:
+                failed = sorted(set(failed))
+                log.warning("iteration %d: %d of %d utterances had no path through their "
+                            "graph and were skipped (%s)", it, len(failed), total.utts,
+                            ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
+            gmm = mle_update(gmm, stats, var_floor, cfg.min_gaussian_occ)
+            tm.update(total.sums.total("tcounts"))
+            if it <= cfg.mixup_iters and mixup_step > 0:
+                target += mixup_step
+                pdf_occ = np.bincount(gmm.gauss_pdf, weights=stats.occ, minlength=gmm.num_pdfs)
+                gmm = split_gaussians(gmm, pdf_occ, int(round(target)))
+            log.info("%s iteration %d: %s log-likelihood per frame %.4f, %d Gaussians", desc,
+                     it, "Baum-Welch" if baum_welch else "Viterbi", history[-1], gmm.num_gauss)
+            bar.set_postfix(ll=f"{history[-1]:.3f}", gauss=gmm.num_gauss)
+    return TrainResult(gmm, tm, history, cfg, source, view, lexicon, tree)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """yesno: 60 recordings of eight yes/no words; Kaldi's smallest recipe.
 
-    python recipes/yesno/run.py [--stage N] [--stop-stage M] [--corpus DIR]
+    python recipes/yesno/run.py [--stage N] [--stop-stage M] [--corpus DIR] [--nj N]
+                                [--cluster local|dask|tcp://HOST:PORT]
 
 Stages: 0 data, 1 features, 2 train monophone GMM-HMM, 3 train hybrid DNN-HMM on the
 monophone's alignments, 4 decode test, 5 results.
@@ -19,10 +20,11 @@ from asr.experiment import Experiment
 from asr.features import FeatureConfig
 from asr.gmm.systems import HmmConfig, align_utterances, train_monophone
 from asr.gmm.train import GmmTrainConfig
+from asr.jobs import ClusterConfig
 from asr.lexicon import Lexicon
 from asr.nnet import NnetConfig, pdf_targets, train_hybrid
-from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_recipe, run_record,
-                        run_stages, seed_everything, setup_logging, write_settings)
+from asr.recipe import (Stage, recipe_arguments, recipe_executor, resolve_settings, run_recipe,
+                        run_record, run_stages, seed_everything, setup_logging, write_settings)
 from asr.results import write_results_md
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +42,7 @@ class Settings:
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
     dnn: NnetConfig = field(default_factory=NnetConfig)
     dnn_acoustic_scale: float = 0.2     # hybrid scores are scaled likelihoods: own scale
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)   # where --nj jobs run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def features():
         for name in ("train", "test"):
-            ex.make_features(name)
+            ex.make_features(name, executor)
 
     def train():
         lexicon = Lexicon.load(ROOT / settings.lexicon)
@@ -79,16 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         gmm = ex.load_system("mono")
         targets = pdf_targets(align_utterances(gmm, ex.utterances("train")))
         for name in ("train", "test"):
-            ex_dnn.make_features(name)
+            ex_dnn.make_features(name, executor)
         train_hybrid(ex_dnn.utterances("train"), targets, gmm, settings.dnn_features,
                      settings.dnn, ex.system_dir("dnn_train"), progress
                      ).save(ex.system_dir("dnn"))
 
     def decode():
-        _, mono = ex.decode("mono", "test")
+        _, mono = ex.decode("mono", "test", executor=executor)
         ex.record("mono", {"test": mono}, run)
         _, dnn = ex.decode("dnn", "test", dataclasses.replace(
-            settings.decode, acoustic_scale=settings.dnn_acoustic_scale), features=ex_dnn)
+            settings.decode, acoustic_scale=settings.dnn_acoustic_scale), features=ex_dnn,
+            executor=executor)
         ex.record("dnn", {"test": dnn}, run)
 
     def results():
@@ -102,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     stages = [Stage(0, "data", data, check=find_corpus), Stage(1, "features", features), Stage(2, "train_mono", train),
               Stage(3, "train_dnn", train_dnn), Stage(4, "decode", decode),
               Stage(5, "results", results)]
-    run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
-               clean=[ex.data, ex.results])
+    with recipe_executor(args, settings) as executor:      # --nj jobs on --cluster
+        run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
+                   clean=[ex.data, ex.results])
     return 0
 
 

@@ -1,0 +1,448 @@
+"""One EM job: label a part's frames, accumulate statistics utterance by utterance.
+
+A GMM training pass runs :func:`run_pass` once per part of the data (one speaker split),
+in-process or through an ``asr.jobs.Executor``. Each job reads its utterances itself
+(``asr.gmm.source``), one speaker at a time, and
+
+1. labels every frame (the E-step): forward-backward over the utterance's training graph
+   (``"baum-welch"``), a forced alignment (``"align"``), or the alignment an earlier pass
+   of the same run saved (``"saved"``); scores are computed only for the pdfs the
+   utterance's graph uses;
+2. adds the utterance's statistics, as asked: GMM (``GmmStats``), transition counts,
+   feature moments, decision-tree contexts (``ContextStats``), LDA, MLLT; or estimates
+   fMLLR transforms of its speakers (whole speakers are in one part);
+3. saves its part's alignments (``ali.<k>.npz`` in the pass's folder) atomically.
+
+Every speaker's statistics (its utterances added in float64, in sorted order) are rounded
+once onto the fixed-point grid of ``asr.exact`` and summed exactly, so the driver's totals
+are the same bits for any number of jobs and any engine. A job returns a :class:`PassResult`: plain arrays, no features.
+
+Glossary of ids: pdf ids are those of the labelling system's tree (``PassTask.label``)
+for tree, LDA and fMLLR statistics, and of the trained GMM for GMM and MLLT statistics
+(one tree in both, except in the passes that grow a new tree); transition ids are
+``2 * transition state + (0 self-loop, 1 forward)``; frames count from 0 per utterance.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asr.decoder.decoder import align
+from asr.exact import ExactSum, from_fixed, to_fixed
+from asr.gmm.diag_gmm import DiagGmm
+from asr.gmm.source import FeatureView, UtteranceSource
+from asr.gmm.stats import GmmStats
+from asr.hmm.forward_backward import forward_backward
+from asr.hmm.graph import Graph, training_graph
+from asr.hmm.transitions import TransitionModel
+from asr.hmm.tree import ContextStats, ContextTree
+from asr.lexicon import Lexicon
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Labeller:
+    """How a job labels frames: a model, its HMMs, the features it scores, and the mode.
+
+    mode : ``"baum-welch"`` (posteriors), ``"align"`` (a new forced alignment, saved),
+        ``"saved"`` (the alignment saved by an earlier pass in ``ali_dir``), or ``"none"``
+        (no labels: feature moments only; the model may be None).
+    """
+
+    gmm: DiagGmm | None
+    view: FeatureView
+    lexicon: Lexicon | None
+    tree: ContextTree | None
+    tm: TransitionModel | None
+    mode: str = "align"
+    silence_prob: float = 0.5
+    acoustic_scale: float = 0.1
+    beam: float = 10.0
+    retry_beam: float = 40.0
+    min_posterior: float = 1e-5
+
+
+@dataclass(eq=False)
+class MlltRequest:
+    """MLLT statistics under the labeller's model and features; ``silence`` (num_pdfs,)
+    bool, whose frames weigh ``silence_weight``."""
+
+    silence: np.ndarray
+    silence_weight: float
+
+
+@dataclass(eq=False)
+class FmllrRequest:
+    """One fMLLR transform per speaker under the labeller's model: posteriors on the
+    labeller's (adapted) features, statistics on ``si_view``'s; ``previous`` speaker ->
+    W (D, D+1) starts each estimate (None: identity)."""
+
+    si_view: FeatureView
+    silence: np.ndarray
+    silence_weight: float
+    min_count: float
+    passes: int
+    previous: dict[str, np.ndarray] | None = None
+
+
+@dataclass(eq=False)
+class LdaRequest:
+    """LDA statistics of ``view``'s features, classes = the labeller's pdfs."""
+
+    view: FeatureView
+    num_classes: int
+    silence_phone: int
+    silence_weight: float
+
+
+@dataclass(eq=False)
+class PassTask:
+    """One job of one pass: a part of the data and what to compute on it.
+
+    gmm, gmm_view : accumulate GMM statistics of this model on these features (labels from
+        ``label``), with transition counts; None: no GMM statistics.
+    two_feats_view : with ``gmm``: Gaussian posteriors on ``gmm_view``, statistics of this
+        view's features (the SAT alignment model, Kaldi's ``gmm-acc-stats-twofeats``).
+    moments_view, tree_view : feature moments / tree context statistics of these features.
+    """
+
+    part: int
+    source: UtteranceSource
+    label: Labeller
+    ali_dir: str
+    gmm: DiagGmm | None = None
+    gmm_view: FeatureView | None = None
+    two_feats_view: FeatureView | None = None
+    moments_view: FeatureView | None = None
+    tree_view: FeatureView | None = None
+    mllt: MlltRequest | None = None
+    fmllr: FmllrRequest | None = None
+    lda: LdaRequest | None = None
+
+
+@dataclass(eq=False)
+class PassResult:
+    """What a job returns: exact sums (``asr.exact``) and small per-speaker results.
+
+    sums : ExactSum of the statistics asked for (see :func:`run_pass`).
+    tree : context key (left, phone, right, state) -> (3, 1 + 2D) int64 limbs.
+    utts, failed : utterances seen, and those with no path through their graph.
+    transforms, aux : speaker -> fMLLR W (D, D+1), and its auxiliary history per frame.
+    """
+
+    sums: ExactSum
+    tree: dict[tuple[int, int, int, int], np.ndarray] = field(default_factory=dict)
+    utts: int = 0
+    failed: list[str] = field(default_factory=list)
+    transforms: dict[str, np.ndarray] = field(default_factory=dict)
+    aux: dict[str, list[float]] = field(default_factory=dict)
+    tree_block: ContextStats | None = None       # the current speaker's, in float64
+
+    def flush_tree(self) -> None:
+        """Add the current speaker's tree statistics to the exact sums."""
+        if self.tree_block is None or not self.tree_block.stats:
+            return
+        keys = list(self.tree_block.stats)
+        fixed = to_fixed(np.stack([self.tree_block.stats[k] for k in keys]))
+        for i, key in enumerate(keys):
+            if key in self.tree:
+                self.tree[key] += fixed[:, i]
+            else:
+                self.tree[key] = fixed[:, i].copy()
+        self.tree_block = None
+
+    def merge(self, other: "PassResult") -> "PassResult":
+        self.flush_tree()
+        other.flush_tree()
+        self.sums.merge(other.sums)
+        for key, limbs in other.tree.items():
+            if key in self.tree:
+                self.tree[key] = self.tree[key] + limbs
+            else:
+                self.tree[key] = limbs
+        self.utts += other.utts
+        self.failed += other.failed
+        self.transforms.update(other.transforms)
+        self.aux.update(other.aux)
+        return self
+
+    def gmm_stats(self, num_gauss: int, dim: int) -> GmmStats:
+        stats = GmmStats(num_gauss, dim)
+        stats.occ, stats.first, stats.second = (self.sums.total(k)
+                                                for k in ("occ", "first", "second"))
+        stats.log_likelihood = float(self.sums.total("gmm_ll"))
+        stats.frames = float(self.sums.total("gmm_frames"))
+        return stats
+
+    def context_stats(self) -> ContextStats:
+        """The tree statistics, keys in sorted order."""
+        self.flush_tree()
+        first = next(iter(self.tree.values()), np.zeros((3, 1), dtype=np.int64))
+        stats = ContextStats((first.shape[1] - 1) // 2)
+        for key in sorted(self.tree):
+            stats.stats[key] = from_fixed(self.tree[key])
+        return stats
+
+    def moments(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """(frames, mean (D,), variance (D,)) of the moments' features."""
+        n = float(self.sums.total("mom_n"))
+        mean = self.sums.total("mom_sum") / max(n, 1.0)
+        return n, mean, np.maximum(self.sums.total("mom_sq") / max(n, 1.0) - mean ** 2, 0.0)
+
+
+def ali_path(ali_dir: str | Path, part: int) -> Path:
+    return Path(ali_dir) / f"ali.{part}.npz"
+
+
+def load_alignments(ali_dir: str | Path, part: int) -> dict[str, np.ndarray]:
+    """utt -> (T,) node path, of one part (empty when the part has none yet)."""
+    return {utt: rec[0] for utt, rec in _load_records(ali_dir, part).items()}
+
+
+def _load_records(ali_dir: str | Path, part: int
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """utt -> (node path, pdf of each frame, transition state of each frame), each (T,)."""
+    path = ali_path(ali_dir, part)
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
+        arrays = [np.asarray(data[k], dtype=np.int64) for k in ("path", "pdf", "tstate")]
+        return {str(utt): tuple(a[lo:hi] for a in arrays)
+                for utt, lo, hi in zip(data["utts"], bounds[:-1], bounds[1:])}
+
+
+def _save_alignments(ali_dir: str | Path, part: int,
+                     records: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """One part's alignments as one ``.npz`` (written atomically): ``utts`` (U,), their
+    ``lengths`` (U,), and the concatenated node ``path``, ``pdf`` and ``tstate`` per frame."""
+    from asr.models import save_arrays
+
+    Path(ali_dir).mkdir(parents=True, exist_ok=True)
+    utts = sorted(records)
+    cat = {k: (np.concatenate([records[u][i] for u in utts]) if utts
+               else np.zeros(0)).astype(np.int32)
+           for i, k in enumerate(("path", "pdf", "tstate"))}
+    save_arrays(ali_path(ali_dir, part), {"utts": np.array(utts, dtype=str),
+                                          "lengths": np.array([len(records[u][0])
+                                                               for u in utts], dtype=np.int64),
+                                          **cat})
+
+
+def _shapes(task: PassTask, dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {"label_ll": (), "label_frames": ()}
+    if task.gmm is not None:
+        g, d = task.gmm.num_gauss, dims["gmm"]
+        shapes.update(occ=(g,), first=(g, d), second=(g, d), gmm_ll=(), gmm_frames=(),
+                      tcounts=(2 * task.label.tm.num_tstates,))
+    if task.moments_view is not None:
+        d = dims["moments"]
+        shapes.update(mom_n=(), mom_sum=(d,), mom_sq=(d,))
+    if task.mllt is not None:
+        d = dims["label"]
+        shapes.update(mllt_beta=(), mllt_G=(d, d, d))
+    if task.lda is not None:
+        c, d = task.lda.num_classes, dims["lda"]
+        shapes.update(lda_counts=(c,), lda_first=(c, d), lda_second=(d, d))
+    return shapes
+
+
+def run_pass(task: PassTask) -> PassResult:
+    """Run one job (module-level, so that any engine can import it); see the module."""
+    label = task.label
+    ali_dir = task.ali_dir
+    saved = _load_records(ali_dir, task.part) if label.mode == "saved" else {}
+    new_paths: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    # a saved alignment holds the pdfs and transition states along it: no graph needed
+    need_graph = label.mode != "saved" or task.tree_view is not None or task.lda is not None
+    result: PassResult | None = None
+    for spk, utts in task.source.speakers():
+        raw = {u: f for u, f, _ in utts}
+        feats = label.view.apply(spk, raw)
+        views = {"gmm": task.gmm_view, "two": task.two_feats_view,
+                 "moments": task.moments_view, "tree": task.tree_view,
+                 "lda": None if task.lda is None else task.lda.view,
+                 "si": None if task.fmllr is None else task.fmllr.si_view}
+        applied = {k: (feats if v is label.view else v.apply(spk, raw))
+                   for k, v in views.items() if v is not None}
+        if result is None:
+            dims = {"label": next(iter(feats.values())).shape[1]}
+            dims.update({k: next(iter(v.values())).shape[1] for k, v in applied.items()})
+            result = PassResult(ExactSum(_shapes(task, dims)))
+        targets = {}
+        for utt, _, words in utts:
+            if label.mode == "none":
+                result.utts += 1
+                _moments(result.sums, applied["moments"][utt])
+                continue
+            graph = (training_graph(words, label.lexicon, label.tree, label.tm,
+                                    label.silence_prob) if need_graph else None)
+            labels = _label(label, graph, feats[utt], saved.get(utt), result, utt)
+            result.utts += 1
+            if labels is None:
+                continue
+            frames, nodes, pdfs, weights, tcounts = labels
+            if label.mode == "align":
+                new_paths[utt] = (nodes, pdfs, graph.tstate[nodes])
+            _accumulate(task, result, graph, utt, frames, nodes, pdfs, weights, tcounts,
+                        feats[utt], {k: v[utt] for k, v in applied.items()})
+            if task.fmllr is not None:
+                targets[utt] = (frames, pdfs, weights * np.where(
+                    task.fmllr.silence[pdfs], task.fmllr.silence_weight, 1.0))
+        result.sums.flush()          # one speaker: one block of the exact sums
+        result.flush_tree()
+        if task.fmllr is not None:
+            _speaker_fmllr(task, result, spk, targets, applied["si"])
+    if label.mode == "align":
+        _save_alignments(ali_dir, task.part, new_paths)
+    if result is None:
+        result = PassResult(ExactSum({}))
+    return result
+
+
+def _label(label: Labeller, graph: Graph | None, feats: np.ndarray, saved, result: PassResult,
+           utt: str):
+    """(frames, nodes, pdfs, weights, transition counts) of one utterance's labels, each
+    (K,) but the counts (num_tids,); None when it has no path (listed in
+    ``result.failed``) or no saved alignment. ``graph`` may be None with a saved one."""
+    num_tids = 2 * label.tm.num_tstates
+    if label.mode == "saved":
+        if saved is None or len(saved[0]) != len(feats):
+            return None
+        path, pdfs, tstates = saved
+    else:
+        used = np.unique(graph.pdf)
+        local = dataclasses.replace(graph, pdf=np.searchsorted(used, graph.pdf).astype(
+            graph.pdf.dtype))
+        loglik = label.gmm.log_likelihoods(feats, pdfs=used)          # (T, K)
+        if label.mode == "baum-welch":
+            post = forward_backward(local, label.tm, loglik)
+            if not np.isfinite(post.log_likelihood):
+                result.failed.append(utt)
+                return None
+            t, n = np.nonzero(post.node_posteriors > label.min_posterior)
+            result.sums.stage("label_ll", np.array(post.log_likelihood))
+            result.sums.stage("label_frames", np.array(float(len(feats))))
+            return (t, n, graph.pdf[n].astype(np.int64), post.node_posteriors[t, n],
+                    post.transition_counts(graph, num_tids))
+        path = align(local, label.tm, loglik, label.acoustic_scale, label.beam,
+                     label.retry_beam)
+        if path is None:
+            result.failed.append(utt)
+            return None
+        pdfs, tstates = graph.pdf[path].astype(np.int64), graph.tstate[path]
+    result.sums.stage("label_frames", np.array(float(len(feats))))
+    return (np.arange(len(path)), path, pdfs, np.ones(len(path)),
+            _tstate_transition_counts(path, tstates, num_tids))
+
+
+def _tstate_transition_counts(path: np.ndarray, tstates: np.ndarray, num_tids: int
+                              ) -> np.ndarray:
+    """:func:`path_transition_counts` from the transition state of each frame (T,)."""
+    tids = 2 * tstates[:-1] + (path[1:] != path[:-1])
+    counts = np.bincount(tids, minlength=num_tids).astype(np.float64)
+    counts[2 * tstates[-1] + 1] += 1.0
+    return counts
+
+
+def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.ndarray:
+    """Count of each transition id along a node path (the exit after the last frame included)."""
+    return _tstate_transition_counts(path, graph.tstate[path], num_tids)
+
+
+def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
+                frames: np.ndarray, nodes: np.ndarray, pdfs: np.ndarray, weights: np.ndarray,
+                tcounts: np.ndarray, label_feats: np.ndarray, feats: dict[str, np.ndarray]
+                ) -> None:
+    sums = result.sums
+    if task.gmm is not None:
+        used = np.unique(pdfs)
+        sub, gauss = _sub_gmm(task.gmm, used)
+        stats = GmmStats(sub.num_gauss, sub.dim)
+        local = np.searchsorted(used, pdfs)
+        if task.two_feats_view is not None:
+            from asr.gmm.sat import _accumulate_two_feats
+
+            _accumulate_two_feats(stats, sub, feats["gmm"][frames], feats["two"][frames],
+                                  local)
+        else:
+            stats.accumulate(sub, feats["gmm"], frames, local, weights)
+        sums.stage("occ", stats.occ, gauss)
+        sums.stage("first", stats.first, gauss)
+        sums.stage("second", stats.second, gauss)
+        sums.stage("gmm_ll", np.array(stats.log_likelihood))
+        sums.stage("gmm_frames", np.array(stats.frames))
+        nz = np.flatnonzero(tcounts)
+        sums.stage("tcounts", tcounts[nz], nz)
+    if task.moments_view is not None:
+        _moments(sums, feats["moments"])
+    if task.tree_view is not None:
+        if result.tree_block is None:
+            result.tree_block = ContextStats(feats["tree"].shape[1])
+        result.tree_block.accumulate(graph.context[nodes], feats["tree"][frames])
+    if task.lda is not None:
+        from asr.transforms import accumulate_lda
+
+        w = weights * np.where(graph.context[nodes, 1] == task.lda.silence_phone,
+                               task.lda.silence_weight, 1.0)
+        lda = accumulate_lda(feats["lda"][frames], pdfs, weights=w,
+                             num_classes=task.lda.num_classes)
+        sums.stage("lda_counts", lda.counts)
+        sums.stage("lda_first", lda.first)
+        sums.stage("lda_second", lda.second)
+    if task.mllt is not None:
+        from asr.transforms import accumulate_mllt
+
+        w = weights * np.where(task.mllt.silence[pdfs], task.mllt.silence_weight, 1.0)
+        keep = w > 0
+        mllt = accumulate_mllt(task.label.gmm, label_feats[frames[keep]], pdfs[keep],
+                               weights=w[keep])
+        sums.stage("mllt_beta", np.array(mllt.beta))
+        sums.stage("mllt_G", mllt.G)
+
+
+def _moments(sums: ExactSum, feats: np.ndarray) -> None:
+    x = feats.astype(np.float64)
+    sums.stage("mom_n", np.array(float(len(x))))
+    sums.stage("mom_sum", x.sum(axis=0))
+    sums.stage("mom_sq", (x * x).sum(axis=0))
+
+
+def _sub_gmm(gmm: DiagGmm, pdfs: np.ndarray) -> tuple[DiagGmm, np.ndarray]:
+    """The mixtures of ``pdfs`` (K,) as a GMM of K pdfs, and its Gaussians' indices (G',)
+    in ``gmm``."""
+    gauss, local = gmm.gaussians_of(pdfs)
+    owner = np.repeat(np.arange(len(pdfs)), np.diff(local))
+    return DiagGmm(gmm.means[gauss], gmm.variances[gauss], gmm.log_weights[gauss], owner,
+                   len(pdfs)), gauss
+
+
+def _speaker_fmllr(task: PassTask, result: PassResult, spk: str, targets: dict,
+                   si_feats: dict[str, np.ndarray]) -> None:
+    from asr.adaptation import speaker_transforms
+
+    req = task.fmllr
+    previous = None if req.previous is None else {s: w for s, w in req.previous.items()
+                                                  if s == spk}
+    transforms, aux = speaker_transforms(task.label.gmm, si_feats, targets,
+                                         {spk: list(si_feats)}, req.min_count, req.passes,
+                                         previous=previous)
+    result.transforms.update(transforms)
+    result.aux.update(aux)
+
+
+def run_passes(tasks: list[PassTask], executor=None, desc: str = "pass") -> PassResult:
+    """Run one pass's jobs (in this process without an executor) and sum their results."""
+    if executor is None:
+        results = [run_pass(t) for t in tasks]
+    else:
+        results = executor.map(run_pass, tasks, desc=desc)
+    total = results[0]
+    for r in results[1:]:
+        total.merge(r)
+    return total
