@@ -36,7 +36,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from tqdm import tqdm
 
 from asr.data import DataDir

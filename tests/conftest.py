@@ -134,3 +134,27 @@ def serving(folder: Path):
         finally:
             server.shutdown()
             thread.join(timeout=5)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: two threads on two shared cores run many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_frames(num_utts=6, dim=5, num_pdfs=4, seed=0):
+    """utt -> (T, dim) random frames and utt -> (T,) targets: the argmax of the first
+    ``num_pdfs`` dimensions (a network learns them quickly)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feats, targets = {}, {}
+    for i in range(num_utts):
+        x = rng.normal(size=(int(rng.integers(40, 70)), dim)).astype(np.float32)
+        feats[f"u{i}"], targets[f"u{i}"] = x, x[:, :num_pdfs].argmax(1)
+    return feats, targets

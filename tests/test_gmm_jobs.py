@@ -7,7 +7,6 @@ the archive, in this process and as 2 or 3 jobs on a local pool or a Dask LocalC
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np

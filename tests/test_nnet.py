@@ -16,25 +16,10 @@ from asr.nnet import (FrameDataset, HybridAcousticModel, NnetConfig, build_net,
                       split_utterances, tdnn_layout, train_hybrid, train_nnet)
 import asr.nnet.train as nnet_train
 from asr.nnet.data import mask_frequencies
+from conftest import toy_frames
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: two threads on two shared cores run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _toy(num_utts=6, dim=5, num_pdfs=4, seed=0):
-    """Utterances whose pdf is the argmax of the first ``num_pdfs`` feature dimensions."""
-    rng = np.random.default_rng(seed)
-    feats, targets = {}, {}
-    for i in range(num_utts):
-        x = rng.normal(size=(int(rng.integers(40, 70)), dim)).astype(np.float32)
-        feats[f"u{i}"], targets[f"u{i}"] = x, x[:, :num_pdfs].argmax(1)
-    return feats, targets
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**kw):
@@ -91,7 +76,7 @@ def test_networks_map_windows_to_logits(model, norm):
 
 @pytest.mark.parametrize("model", ["mlp", "tdnn"])
 def test_overfits_a_tiny_set(model, tmp_path):
-    feats, targets = _toy(num_utts=3)
+    feats, targets = toy_frames(num_utts=3)
     cfg = _cfg(model=model, hidden_dim=64, epochs=40, dropout=0.0, lr=3e-3,
                valid_fraction=0.0, lr_schedule="constant", patience=40)
     net, history = train_nnet(feats, targets, 4, cfg, tmp_path, progress=False)
@@ -101,7 +86,7 @@ def test_overfits_a_tiny_set(model, tmp_path):
 
 
 def test_same_seed_gives_identical_weights(tmp_path):
-    feats, targets = _toy()
+    feats, targets = toy_frames()
     a, hist_a = train_nnet(feats, targets, 4, _cfg(), tmp_path / "a", progress=False)
     b, hist_b = train_nnet(feats, targets, 4, _cfg(), tmp_path / "b", progress=False)
     c, _ = train_nnet(feats, targets, 4, _cfg(seed=1), tmp_path / "c", progress=False)
@@ -114,7 +99,7 @@ class Killed(Exception):
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    feats, targets = _toy()
+    feats, targets = toy_frames()
     cfg = _cfg(epochs=3, patience=5, lr_schedule="plateau")
     whole, whole_history = train_nnet(feats, targets, 4, cfg, tmp_path / "whole",
                                       progress=False)
@@ -143,14 +128,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_resume_refuses_other_settings(tmp_path):
-    feats, targets = _toy()
+    feats, targets = toy_frames()
     train_nnet(feats, targets, 4, _cfg(epochs=1), tmp_path, progress=False)
     with pytest.raises(ModelError, match="checkpoint.pt.*lr"):
         train_nnet(feats, targets, 4, _cfg(epochs=2, lr=0.01), tmp_path, progress=False)
 
 
 def test_targets_must_match_frames(tmp_path):
-    feats, targets = _toy()
+    feats, targets = toy_frames()
     targets["u0"] = targets["u0"][:-1]
     with pytest.raises(ValueError, match="u0"):
         train_nnet(feats, targets, 4, _cfg(), tmp_path, progress=False)

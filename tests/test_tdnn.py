@@ -12,25 +12,10 @@ import torch.nn.functional as F
 from asr.nnet import (FrameDataset, HybridAcousticModel, NnetConfig, build_net,
                       load_checkpoint, net_spec, sequence_logits, splice_frames, train_nnet)
 from asr.nnet.data import PAD
+from conftest import toy_frames
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: two threads on two shared cores run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _toy(num_utts=6, dim=5, num_pdfs=4, seed=0):
-    """Utterances whose pdf is the argmax of the first ``num_pdfs`` feature dimensions."""
-    rng = np.random.default_rng(seed)
-    feats, targets = {}, {}
-    for i in range(num_utts):
-        x = rng.normal(size=(int(rng.integers(40, 70)), dim)).astype(np.float32)
-        feats[f"u{i}"], targets[f"u{i}"] = x, x[:, :num_pdfs].argmax(1)
-    return feats, targets
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**kw):
@@ -116,7 +101,7 @@ def test_chunks_hold_the_windows_of_their_frames():
 
 def test_a_chunk_batch_has_the_loss_of_its_frames_windows():
     """Chunk training optimises what window training does: the mean loss over the frames."""
-    feats, targets = _toy(num_utts=3)
+    feats, targets = toy_frames(num_utts=3)
     data = FrameDataset(list(feats.values()), list(targets.values()), 4, 3)
     torch.manual_seed(0)
     net = build_net(net_spec(_cfg(dropout=0.0), 5, 4)).train()
@@ -141,7 +126,7 @@ def test_chunk_width_is_validated():
 
 
 def test_the_mlp_trains_the_same_whatever_the_chunk_width(tmp_path):
-    feats, targets = _toy()
+    feats, targets = toy_frames()
     a, hist_a = train_nnet(feats, targets, 4, _cfg(model="mlp", chunk_width=1),
                            tmp_path / "a", progress=False)
     b, hist_b = train_nnet(feats, targets, 4, _cfg(model="mlp", chunk_width=32),
@@ -160,7 +145,7 @@ def _steps_taken(folder):
 
 
 def test_tdnn_trains_on_chunks_one_step_per_batch(tmp_path):
-    feats, targets = _toy()
+    feats, targets = toy_frames()
     cfg = _cfg(valid_fraction=0.0, epochs=2)
     net, history = train_nnet(feats, targets, 4, cfg, tmp_path, progress=False)
     chunks = sum(-(-len(t) // 8) for t in targets.values())
@@ -193,7 +178,7 @@ def _spawned_rank(rank, world_size, port, folder):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world_size)
     try:
-        feats, targets = _toy()
+        feats, targets = toy_frames()
         _, history = train_nnet(feats, targets, 4, _cfg(epochs=2), folder, progress=False)
     finally:
         dist.destroy_process_group()
@@ -204,7 +189,7 @@ def _spawned_rank(rank, world_size, port, folder):
 def test_two_gloo_processes_take_the_steps_of_one_on_chunks(tmp_path):
     import torch.multiprocessing as mp
 
-    feats, targets = _toy()
+    feats, targets = toy_frames()
     _, one = train_nnet(feats, targets, 4, _cfg(epochs=2), tmp_path / "one", progress=False)
     mp.spawn(_spawned_rank, args=(2, _free_port(), tmp_path / "two"), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -3,7 +3,6 @@ model directory (with ``transform.npz``) reloads and decodes identically through
 an ``Experiment`` and the ``asr`` command."""
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

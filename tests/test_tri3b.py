@@ -6,7 +6,6 @@ speaker's WER is no worse than tri2b's."""
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -28,7 +28,8 @@ from asr.data.datadir import DataDir
 from asr.data.fsdd import RATE, Recording, fsdd_recordings, split_recordings
 from asr.fileio import atomic_dir
 
-__all__ = ["DigitString", "plan_fsdd_connected", "render_string", "prepare_fsdd_connected"]
+__all__ = ["DigitString", "plan_fsdd_connected", "plan_strings", "render_string",
+           "prepare_fsdd_connected"]
 
 EDGE_PAUSE_MS = (100, 500)      # before the first and after the last digit
 INNER_PAUSE_MS = (50, 400)      # between digits
@@ -64,8 +65,10 @@ class DigitString:
         return [r.word for r in self.recordings]
 
 
-def _plan_split(pool: Sequence[Recording], split: str, num: int, rng: np.random.Generator,
-                min_digits: int, max_digits: int) -> list[DigitString]:
+def plan_strings(pool: Sequence[Recording], split: str, num: int, rng: np.random.Generator,
+                 min_digits: int = 1, max_digits: int = 7) -> list[DigitString]:
+    """``num`` strings of one speaker's recordings from ``pool`` (speaker, length, digits,
+    recordings, pauses and noise floor drawn from ``rng``); ids ``{speaker}_{split}_{n:05d}``."""
     by_cell: dict[tuple[str, int], list[Recording]] = {}
     for recording in sorted(pool):
         by_cell.setdefault((recording.speaker, recording.digit), []).append(recording)
@@ -105,8 +108,8 @@ def plan_fsdd_connected(corpus_dir: str | Path, num_train: int = 2000, num_test:
         raise ValueError(f"expected at least one train and one test string, got {num_train}, "
                          f"{num_test}")
     pools = split_recordings(fsdd_recordings(corpus_dir, speakers), heldout_speaker)
-    return {split: _plan_split(pool, split, num, np.random.default_rng([seed, i]),
-                               min_digits, max_digits)
+    return {split: plan_strings(pool, split, num, np.random.default_rng([seed, i]),
+                                min_digits, max_digits)
             for i, (split, pool, num) in enumerate(zip(SPLITS, pools, (num_train, num_test)))}
 
 

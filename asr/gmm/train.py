@@ -215,7 +215,6 @@ def train_gmm_hmm(utts: list[Utterance] | UtteranceSource, lexicon: Lexicon,
     source = as_source(utts)
     view = view or FeatureView()
     parts = source.parts(executor.nj if executor is not None else 1)
-    num_tids = 2 * tm.num_tstates
     mixup_step = max(0, cfg.max_gaussians - gmm.num_gauss) / max(1, cfg.mixup_iters)
     target = float(gmm.num_gauss)
     history: list[float] = []

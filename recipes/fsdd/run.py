@@ -36,18 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
+from asr.audio import write_wav
 from asr.baseline import HmmlearnBaselineConfig, run_baseline
-from asr.data import (DataDir, copy_source, locate_corpus, prepare_fsdd_isolated, prepare_noisy, prepare_noisy_copies,
-                      prepare_speed_perturbed)
+from asr.data import (DataDir, copy_source, locate_corpus, prepare_fsdd_isolated, prepare_noisy,
+                      prepare_noisy_copies, prepare_speed_perturbed)
+from asr.data.connected import plan_fsdd_connected, plan_strings, render_string
+from asr.data.fsdd import RATE, fsdd_recordings, split_dev, split_recordings
 from asr.decoder import DecoderConfig
 from asr.experiment import Experiment
 from asr.features import FeatureConfig
-from asr.fileio import write_json
-from asr.data.connected import (EDGE_PAUSE_MS, INNER_PAUSE_MS, NOISE_FLOOR_DB, DigitString,
-                                plan_fsdd_connected, render_string)
-from asr.data.fsdd import RATE, fsdd_recordings, split_dev, split_recordings
-from asr.audio import write_wav
-from asr.fileio import atomic_dir
+from asr.fileio import atomic_dir, write_json
 from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
 from asr.gmm.sat import SatConfig, align_adapted, train_sat
 from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
@@ -652,7 +650,8 @@ def _prepare_connected(corpus: Path, out: Path, c: CorpusSettings, seed: int,
                          f"hold no dev recording; lower corpus.connected_train "
                          f"({c.connected_train}) or corpus.dev_recordings")
     strings = {"train": clean[:c.connected_train], "test": plan["test"],
-               "dev": _plan_dev_strings(dev, c.connected_dev, np.random.default_rng([seed, 2]))}
+               "dev": plan_strings(dev, "dev", c.connected_dev,
+                                           np.random.default_rng([seed, 2]))}
     audio: dict[Path, np.ndarray] = {}
     for split, items in strings.items():
         wav_dir = out / "wav" / split
@@ -662,32 +661,6 @@ def _prepare_connected(corpus: Path, out: Path, c: CorpusSettings, seed: int,
         DataDir(wavs={x.utt: wav_dir / f"{x.utt}.wav" for x in items},
                 text={x.utt: x.words for x in items},
                 utt2spk={x.utt: x.speaker for x in items}).save(out / split)
-
-
-def _plan_dev_strings(pool: list, num: int, rng: np.random.Generator, min_digits: int = 1,
-                      max_digits: int = 7) -> list[DigitString]:
-    """``num`` strings of dev recordings, drawn as ``asr.data.connected`` draws its
-    strings (speaker, length, digits, recordings, pauses, noise floor); ids
-    ``{speaker}_dev_{n:05d}``."""
-    cells: dict[tuple[str, int], list] = {}
-    for recording in sorted(pool):
-        cells.setdefault((recording.speaker, recording.digit), []).append(recording)
-    speakers = sorted({r.speaker for r in pool})
-    strings = []
-    for n in range(num):
-        speaker = speakers[int(rng.integers(len(speakers)))]
-        length = int(rng.integers(min_digits, max_digits + 1))
-        recordings = []
-        for digit in rng.integers(10, size=length):
-            cell = cells[(speaker, int(digit))]
-            recordings.append(cell[int(rng.integers(len(cell)))])
-        edges = rng.integers(EDGE_PAUSE_MS[0], EDGE_PAUSE_MS[1] + 1, size=2)
-        inner = rng.integers(INNER_PAUSE_MS[0], INNER_PAUSE_MS[1] + 1, size=length - 1)
-        pauses = tuple(int(ms) * RATE // 1000 for ms in (edges[0], *inner, edges[1]))
-        strings.append(DigitString(f"{speaker}_dev_{n:05d}", speaker, tuple(recordings), pauses,
-                                   float(rng.uniform(*NOISE_FLOOR_DB)),
-                                   int(rng.integers(2**63))))
-    return strings
 
 
 def _cmvn_speakers(data: DataDir, part: str) -> DataDir:
