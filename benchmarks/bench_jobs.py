@@ -122,7 +122,7 @@ def prepare(corpus: Path, work: Path, extra: list[str]) -> None:
     from asr.system import AsrSystem
 
     exp = work / "exp/sotu"
-    if not (exp / "mono/model.json").exists():
+    if not (exp / "mono/manifest.json").exists():
         log("preparing sotu up to the monophone (stages 0-3, 2 jobs)")
         subprocess.run([sys.executable, str(REPO / "recipes/sotu/run.py"), "--corpus",
                         str(corpus), "--data", str(work / "data"), "--exp", str(work / "exp"),
@@ -145,7 +145,7 @@ def prepare(corpus: Path, work: Path, extra: list[str]) -> None:
         mono = AsrSystem.load(exp / "mono")
         for name in ("train", "train_x4"):
             out = exp / f"bench_tri_init_{name}"
-            if (out / "model.json").exists():
+            if (out / "manifest.json").exists():
                 continue
             log(f"triphone tree on {name}")
             source = ArchiveSource(str(exp / "feats" / name), str(data / name))
