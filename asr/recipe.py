@@ -221,7 +221,8 @@ def run_stages(stages: list[Stage], exp_dir: Path, first: int, last: int,
     """Run the stages numbered ``first..last`` in order; returns seconds per stage run.
 
     A stage that finished before is skipped unless ``force``, or unless an earlier stage
-    runs. The ``check`` of every stage about to run is called before the first one starts.
+    runs; a stage that runs first clears its own done-marker and those of every stage after
+    it, so a run that stops early leaves none of them skippable. The ``check`` of every stage about to run is called before the first one starts.
     First removes what a killed run left half-written under ``exp_dir`` and the folders in
     ``clean`` (e.g. the recipe's data and results folders); see
     ``asr.fileio.remove_stale_temporaries``.
@@ -247,6 +248,10 @@ def run_stages(stages: list[Stage], exp_dir: Path, first: int, last: int,
             log.info("Stage %d: %s (done, skipped)", stage.number, stage.name)
             continue
         log.info("Stage %d: %s", stage.number, stage.name)
+        # this stage's marker and those after it (which may read what it rewrites) no longer
+        # hold, even if this run stops before they finish again
+        for later in stages[stages.index(stage):]:
+            (done_dir / f"{later.number:02d}-{later.name}").unlink(missing_ok=True)
         start = time.perf_counter()
         stage.run()
         timings[stage.number] = time.perf_counter() - start

@@ -209,3 +209,25 @@ def test_a_new_run_sweeps_what_a_killed_run_left(tmp_path):
     with atomic_file(data / "f.txt") as tmp:
         tmp.write_text("x")
     assert sorted(p.name for p in data.iterdir()) == [".train_x.q1w2e3r4.tmp", "f.txt", "train"]
+
+
+def test_a_stage_that_runs_clears_the_markers_of_later_stages(tmp_path):
+    """A rerun from stage 1 that fails in it leaves stage 2 to run next time: stage 2's
+    marker from the first run described outputs made from stage 1's old ones."""
+    from asr.recipe import Stage, run_stages
+
+    exp, ran = tmp_path / "exp", []
+
+    def fail():
+        raise RuntimeError("stopped")
+
+    stages = [Stage(0, "zero", lambda: ran.append(0)), Stage(1, "one", lambda: ran.append(1)),
+              Stage(2, "two", lambda: ran.append(2))]
+    run_stages(stages, exp, 0, 10)
+    assert ran == [0, 1, 2]
+    with pytest.raises(RuntimeError):
+        run_stages([stages[0], Stage(1, "one", fail), stages[2]], exp, 1, 10, force=True)
+    assert sorted(p.name for p in (exp / ".done").iterdir()) == ["00-zero"]
+    ran.clear()
+    run_stages(stages, exp, 0, 10)
+    assert ran == [1, 2]
