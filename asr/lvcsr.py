@@ -49,6 +49,7 @@ from asr.gmm.lda_mllt import LdaMlltConfig
 from asr.gmm.sat import SatConfig
 from asr.gmm.systems import HmmConfig
 from asr.gmm.train import GmmTrainConfig
+from asr.jobs import ClusterConfig
 from asr.lexicon import Lexicon
 from asr.nnet.config import NnetConfig
 from asr.oov import count_oov, map_oov
@@ -517,6 +518,7 @@ class LvcsrSettings:
         num_leaves=2000, max_gaussians=10000))
     dnn_features: FeatureConfig = field(default_factory=lambda: FeatureConfig(
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)   # where --nj jobs run
     dnn: NnetConfig = field(default_factory=NnetConfig)
     decode: DecoderConfig = field(default_factory=lambda: DecoderConfig(
         beam=13.0, max_active=7000, lattice_beam=6.0))
