@@ -72,6 +72,10 @@ def child(work: Path, data_set: str, nj: int, iters: int) -> dict:
     """Train the triphone of ``data_set`` for ``iters`` EM iterations with ``nj`` jobs."""
     import dataclasses
 
+    import hashlib
+
+    import numpy as np
+
     from asr.gmm.source import ArchiveSource
     from asr.gmm.systems import system_view
     from asr.gmm.train import train_gmm_hmm
@@ -94,8 +98,12 @@ def child(work: Path, data_set: str, nj: int, iters: int) -> dict:
                                view=system_view(mono), work_dir=work / f"bench_{data_set}_{nj}")
         seconds = time.perf_counter() - start
         workers = [_peak_kib(pid) for pid in _pool_workers()]
+    digest = hashlib.sha256(json.dumps(result.tm.to_dict(), sort_keys=True).encode())
+    for name, array in sorted(result.gmm.to_arrays().items()):
+        digest.update(name.encode() + np.ascontiguousarray(array).tobytes())
     return {"seconds": seconds, "driver_kib": _peak_kib(), "worker_kib": workers,
-            "history": result.history[-1], "gauss": result.gmm.num_gauss}
+            "history": result.history[-1], "gauss": result.gmm.num_gauss,
+            "model_sha256": digest.hexdigest()}
 
 
 def run_child(work: Path, data_set: str, nj: int, iters: int) -> dict:
@@ -190,6 +198,11 @@ def main() -> None:
     ratio = statistics.median(a["seconds"] / b["seconds"]
                               for a, b in zip(runs["nj 1"], runs["nj 2"]))
     growth = big["driver_kib"] / small["driver_kib"]
+    digests = {r["model_sha256"] for rs in runs.values() for r in rs}
+    same = ("Every run of the training set ended with the same model bits (GMM and "
+            "transitions, sha256)." if len(digests) == 1 else
+            f"**The runs ended with {len(digests)} different models** (sha256 of GMM and "
+            "transitions).")
     frames_note = (f"the 4x set is the training set plus speed-perturbed copies at "
                    f"{', '.join(map(str, FACTORS))}")
 
@@ -215,7 +228,7 @@ def main() -> None:
                "worker peaks (MiB)"], rows), "",
         f"Speed-up of 2 jobs over 1: **{ratio:.2f}x** (median of paired rounds). The driver's "
         f"peak grows **{(growth - 1) * 100:+.1f}%** from the training set to 4x the data "
-        f"({frames_note}). Both give the same model bits (exact sums).", "",
+        f"({frames_note}). {same}", "",
         "Reproduce: `python benchmarks/bench_jobs.py --corpus DIR` (DIR: what "
         "`shared/tools/synth-sotu` wrote)", END, ""])
     print(text)
