@@ -73,3 +73,27 @@ def test_lang_lm_and_graph_reports(sotu_run):
         assert graph["states"] > 1000 and graph["arcs"] > graph["states"]
     text = (sotu_run / "results/sotu/RESULTS.md").read_text()
     assert "synthetic" in text and "%WER" in text and "Decoding graphs" in text
+
+
+def test_two_dask_jobs_give_the_same_models_and_results(sotu_run, sotu_slice, tmp_path):
+    """The reduced run again with --nj 2 on a Dask LocalCluster: every model manifest
+    (the sha256 of each file) and every WER entry of results.json, its own --exp folder
+    masked, are the same bytes."""
+    pytest.importorskip("distributed")
+    args = ["--corpus", str(sotu_slice), "--data", str(tmp_path / "data"),
+            "--exp", str(tmp_path / "exp"), "--results", str(tmp_path / "results"),
+            "--no-progress", "--nj", "2", "--cluster", "dask", *REDUCED]
+    assert load_recipe("sotu").main(args) == 0
+    for system in ("mono", "tri", "dnn"):
+        one = (sotu_run / "exp/sotu" / system / "manifest.json").read_bytes()
+        two = (tmp_path / "exp/sotu" / system / "manifest.json").read_bytes()
+        assert one == two, system
+
+    def entries(root):      # the %WER lines name the run's own --exp folder
+        text = (root / "results/sotu/results.json").read_text()
+        return json.loads(text.replace(str(root / "exp"), "EXP"))["systems"]
+
+    one, two = entries(sotu_run), entries(tmp_path)
+    assert sorted(one) == sorted(two)
+    for name in one:
+        assert one[name]["test_sets"] == two[name]["test_sets"], name
