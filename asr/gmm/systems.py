@@ -176,23 +176,10 @@ def _warn_unaligned(total: PassResult) -> None:
         log.warning("no alignment for %s", utt)
 
 
-def grow_tree(utts: list[Utterance], alignments: dict[str, tuple[np.ndarray, object]],
-              previous: AsrSystem, cfg: GmmTrainConfig) -> tuple[ContextTree, DiagGmm]:
-    """A context tree of ``cfg.num_leaves`` leaves grown on ``utts``' features (T, D) labelled
-    by ``previous``'s alignments (``align_utterances``), and one Gaussian per leaf."""
-    dim = utts[0].feats.shape[1]
-    stats = ContextStats(dim)
-    for u in utts:
-        if u.utt in alignments:
-            path, graph = alignments[u.utt]
-            stats.accumulate(graph.context[path], u.feats)
-    variance = np.concatenate([u.feats for u in utts]).var(axis=0)
-    return _build(stats, variance, previous, cfg)
-
-
 def tree_from_stats(total: PassResult, previous: AsrSystem, cfg: GmmTrainConfig
                     ) -> tuple[ContextTree, DiagGmm]:
-    """:func:`grow_tree` from a pass's tree statistics and feature moments."""
+    """A context tree of ``cfg.num_leaves`` leaves from a pass's tree statistics and feature
+    moments, and one Gaussian per leaf (see :func:`grow_triphone_tree`)."""
     return _build(total.context_stats(), total.moments()[2], previous, cfg)
 
 
