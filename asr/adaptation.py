@@ -6,10 +6,13 @@ Kaldi's ``steps/decode_fmllr.sh`` in one function, :func:`adapt_features`, which
 ``asr transcribe``) adapts the same way:
 
 1. first pass: decode the unadapted model input with the system's speaker-independent
-   "alignment model" (``SpeakerAdaptation.si_model``; the system's own model without one);
+   "alignment model" (``SpeakerAdaptation.si_model``; the system's own model without one),
+   at its own acoustic scale (``si_acoustic_scale``) when that differs from the decoder's;
 2. per speaker, fMLLR statistics from the best paths' pdfs (silence frames weighted by
-   ``silence_weight``) under the speaker-adapted GMM, one transform W (D, D+1) each;
-3. the adapted features ``A x + b``, which the caller decodes again (the second pass).
+   ``silence_weight``) under the speaker-adapted GMM (``fmllr_model``, or the system's own),
+   one transform W (D, D+1) each;
+3. the adapted features ``A x + b``, which the caller decodes again (the second pass; a
+   hybrid on fMLLR features scores them with its network).
 
 :func:`speaker_transforms` is shared with SAT training (``asr.gmm.sat``): it pools each
 speaker's utterances into one set of statistics and returns the auxiliary history too.
@@ -144,8 +147,11 @@ def adapt_features(system: "AsrSystem", feats: dict[str, np.ndarray],
     cfg = system.adaptation
     if cfg is None:
         raise ValueError("adapt_features needs a speaker-adapted system (adaptation set)")
-    gmm = gmm_of(system.model)
+    gmm = gmm_of(cfg.fmllr_model if cfg.fmllr_model is not None else system.model)
     first = cfg.si_model if cfg.si_model is not None else system.model
+    # cost = scale * (-loglik): scaling the scores decodes at si_acoustic_scale
+    rescale = (1.0 if cfg.si_acoustic_scale is None
+               else cfg.si_acoustic_scale / decoder.cfg.acoustic_scale)
     if utt2spk is None:
         log.warning("no utt2spk given: each utterance is adapted as its own speaker")
         utt2spk = {u: u for u in feats}
@@ -153,7 +159,8 @@ def adapt_features(system: "AsrSystem", feats: dict[str, np.ndarray],
     silence = silence_pdfs(system.tree)
     targets = {}
     for utt in tqdm(sorted(feats), desc="decode pass 1", disable=not progress, leave=False):
-        result = decoder.decode(first.log_likelihoods(feats[utt]))
+        scores = first.log_likelihoods(feats[utt])
+        result = decoder.decode(scores if rescale == 1.0 else scores * np.float32(rescale))
         pdfs = np.asarray(result.pdfs, dtype=np.int64)
         if len(pdfs) != len(feats[utt]) or not np.isfinite(result.cost):
             log.warning("%s: no first-pass path; left out of its speaker's fMLLR statistics",

@@ -13,6 +13,9 @@ Layout of a model directory (everything needed to turn audio into words)::
     acoustic/          the acoustic model's own files (see ``asr.models``)
     si_acoustic/       optional, with adaptation.json: the speaker-independent "alignment
                        model" of the first decoding pass (same tree, unadapted features)
+    fmllr_acoustic/    optional, with adaptation.json: the GMM that estimates the fMLLR
+                       transforms when the system's own model is not one (a hybrid on
+                       tri3b's fMLLR features)
 
 What the acoustic model scores is :meth:`AsrSystem.model_input` of the base features (the
 archive's MFCC or fbank): the ``features.json`` pipeline (CMVN, deltas, splicing), then the
@@ -53,6 +56,7 @@ FORMAT_VERSION = 1
 TRANSFORM_FILE = "transform.npz"
 ADAPTATION_FILE = "adaptation.json"
 SI_MODEL_DIR = "si_acoustic"
+FMLLR_MODEL_DIR = "fmllr_acoustic"
 REQUIRED_FILES = ("features.json", "lexicon.json", "tree.json", "transitions.json",
                   "decoder.json")
 
@@ -73,13 +77,20 @@ class SpeakerAdaptation:
     own model) on the unadapted input, estimate one fMLLR transform per speaker from the best
     paths' pdfs (silence frames weighted by ``silence_weight``), decode again on the adapted
     features. A speaker with less than ``min_count`` frames keeps the identity.
+
+    A hybrid on fMLLR features (Kaldi's DNN on tri3b's adapted features) keeps tri3b's two
+    GMMs: ``si_model`` decodes the first pass, at ``si_acoustic_scale`` (the GMM's own scale;
+    None: the decoder's), and ``fmllr_model`` is the GMM the transforms adapt the features
+    to (None: the system's own model, which must then be a GMM).
     """
 
     kind: str = "fmllr"
     min_count: float = 20.0           # asr.transforms.fmllr.DEFAULT_MIN_COUNT
     iters: int = 40                   # row-update passes of each estimate
     silence_weight: float = 0.01      # of silence frames in the test-time statistics
+    si_acoustic_scale: float | None = None
     si_model: "AcousticModel | None" = dataclasses.field(default=None, compare=False)
+    fmllr_model: "AcousticModel | None" = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind != "fmllr":
@@ -87,11 +98,22 @@ class SpeakerAdaptation:
         if self.min_count < 0 or self.iters < 1 or not 0.0 <= self.silence_weight <= 1.0:
             raise ValueError("adaptation needs min_count >= 0, iters >= 1 and silence_weight "
                              "in [0, 1]")
+        if self.si_acoustic_scale is not None and not self.si_acoustic_scale > 0:
+            raise ValueError("si_acoustic_scale must be positive (or None: the decoder's)")
 
     def settings(self) -> dict:
-        """The JSON-able settings (everything but the model)."""
-        return {"kind": self.kind, "min_count": self.min_count, "iters": self.iters,
-                "silence_weight": self.silence_weight}
+        """The JSON-able settings (everything but the models)."""
+        out = {"kind": self.kind, "min_count": self.min_count, "iters": self.iters,
+               "silence_weight": self.silence_weight}
+        if self.si_acoustic_scale is not None:
+            out["si_acoustic_scale"] = self.si_acoustic_scale
+        return out
+
+    def models(self) -> dict[str, "AcousticModel"]:
+        """Sub-directory -> the model saved there (only those set)."""
+        return {name: model for name, model in ((SI_MODEL_DIR, self.si_model),
+                                                 (FMLLR_MODEL_DIR, self.fmllr_model))
+                if model is not None}
 
 
 @dataclass
@@ -115,10 +137,11 @@ class AsrSystem:
         if self.transform is not None and self.transform.input_dim != self.features.dim:
             raise ValueError(f"a feature transform from {self.transform.input_dim} dimensions "
                              f"cannot follow a pipeline giving {self.features.dim}")
-        si = None if self.adaptation is None else self.adaptation.si_model
-        if si is not None and si.num_pdfs != self.model.num_pdfs:
-            raise ValueError(f"a speaker-independent model of {si.num_pdfs} pdfs for a system "
-                             f"of {self.model.num_pdfs}")
+        subs = {} if self.adaptation is None else self.adaptation.models()
+        for name, sub in subs.items():
+            if sub.num_pdfs != self.model.num_pdfs:
+                raise ValueError(f"a model of {sub.num_pdfs} pdfs in {name}/ for a system of "
+                                 f"{self.model.num_pdfs}")
 
     def adapt(self, feats: dict[str, np.ndarray], utt2spk: dict[str, str] | None,
               decoder: Decoder, progress: bool = False
@@ -165,10 +188,15 @@ class AsrSystem:
             if self.transform is not None:
                 self.transform.save(tmp / TRANSFORM_FILE)
             if self.adaptation is not None:
-                write_json(tmp / ADAPTATION_FILE, self.adaptation.settings())
-                if self.adaptation.si_model is not None:
-                    (tmp / SI_MODEL_DIR).mkdir()
-                    self.adaptation.si_model.save(tmp / SI_MODEL_DIR)
+                subs = self.adaptation.models()
+                settings = self.adaptation.settings()
+                if any(sub.model_type != self.model.model_type for sub in subs.values()):
+                    settings["model_types"] = {name: sub.model_type
+                                               for name, sub in subs.items()}
+                write_json(tmp / ADAPTATION_FILE, settings)
+                for name, sub in subs.items():
+                    (tmp / name).mkdir()
+                    sub.save(tmp / name)
             (tmp / "acoustic").mkdir()
             self.model.save(tmp / "acoustic")
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -241,18 +269,22 @@ class AsrSystem:
                              f"{tree.num_pdfs}")
         adaptation = None
         if ADAPTATION_FILE in files:
+            settings = read_json(directory / ADAPTATION_FILE)
+            types = settings.pop("model_types", {}) if isinstance(settings, dict) else {}
             try:
-                adaptation = SpeakerAdaptation(**read_json(directory / ADAPTATION_FILE))
+                adaptation = SpeakerAdaptation(**settings)
             except (TypeError, ValueError) as exc:
                 raise ModelError(directory / ADAPTATION_FILE, f"bad adaptation settings: "
                                  f"{exc}") from None
-            if any(name.startswith(SI_MODEL_DIR + "/") for name in files):
-                adaptation.si_model = model_class(manifest.get("model_type", "")).load(
-                    directory / SI_MODEL_DIR)
-                if adaptation.si_model.num_pdfs != tree.num_pdfs:
-                    raise ModelError(directory / SI_MODEL_DIR, f"speaker-independent model "
-                                     f"has {adaptation.si_model.num_pdfs} pdfs, the tree "
-                                     f"{tree.num_pdfs}")
+            for name, field in ((SI_MODEL_DIR, "si_model"), (FMLLR_MODEL_DIR, "fmllr_model")):
+                if not any(f.startswith(name + "/") for f in files):
+                    continue
+                sub = model_class(types.get(name, manifest.get("model_type", ""))).load(
+                    directory / name)
+                if sub.num_pdfs != tree.num_pdfs:
+                    raise ModelError(directory / name, f"the model has {sub.num_pdfs} pdfs, "
+                                     f"the tree {tree.num_pdfs}")
+                setattr(adaptation, field, sub)
         return cls(features, lexicon, tree, tm, model, decoding, transform, adaptation)
 
     def graph(self, cfg: DecoderConfig | None = None, base_dir: Path | None = None,

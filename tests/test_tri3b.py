@@ -204,3 +204,52 @@ def test_align_adapted_aligns_training_speakers_on_their_fmllr_features(systems)
     assert agree / total > 0.9, agree / total
     si_only, none = align_adapted(systems["tri2b"], systems["raw_utts"][:5], train.utt2spk)
     assert none == {} and len(si_only) == 5
+
+
+def test_hybrid_on_fmllr_features_decodes_in_tri3b_two_passes(systems, tmp_path):
+    """The network trains on each training speaker's fMLLR features (align_adapted's
+    transforms); the saved system keeps tri3b's front end, transform and both GMMs (first
+    pass at the GMM's acoustic scale), reloads with their types, and decodes the held-out
+    speaker the same before and after saving, with the same transforms as tri3b's."""
+    from asr.gmm.sat import adapted_utterances, align_adapted
+    from asr.nnet import NnetConfig, pdf_targets, train_hybrid
+    from asr.transforms.fmllr import load_transforms
+
+    tri3b, train = systems["tri3b"], systems["train"]
+    alignments, transforms = align_adapted(tri3b, systems["raw_utts"], train.utt2spk)
+    utts = adapted_utterances(tri3b, systems["raw_utts"], train.utt2spk, transforms)
+    cfg = NnetConfig(hidden_dim=64, num_layers=2, context_left=3, context_right=3, epochs=3,
+                     seed=0, num_threads=1)
+    hybrid = train_hybrid(utts, pdf_targets(alignments), tri3b, None, cfg,
+                          tmp_path / "train", progress=False)
+    assert hybrid.features == tri3b.features and hybrid.transform is tri3b.transform
+    adaptation = hybrid.adaptation
+    assert adaptation.si_model is tri3b.adaptation.si_model
+    assert adaptation.fmllr_model is tri3b.model
+    assert adaptation.si_acoustic_scale == tri3b.decoding.acoustic_scale
+
+    hybrid.save(tmp_path / "dnn")
+    settings = json.loads((tmp_path / "dnn/adaptation.json").read_text())
+    assert settings["model_types"] == {"si_acoustic": "gmm", "fmllr_acoustic": "gmm"}
+    loaded = AsrSystem.load(tmp_path / "dnn")
+    assert loaded.model.model_type != "gmm"
+    assert loaded.adaptation.fmllr_model.model_type == "gmm"
+    np.testing.assert_array_equal(loaded.adaptation.fmllr_model.gmm.means,
+                                  tri3b.model.gmm.means)
+
+    decoder = loaded.decoder(dataclasses.replace(loaded.decoding, acoustic_scale=0.2))
+    result, hyps = _decode(hybrid, systems, transforms_out=tmp_path / "a.npz")
+    again, loaded_hyps = _decode(loaded, systems, transforms_out=tmp_path / "b.npz")
+    assert loaded_hyps == hyps
+    tri3b_transforms = tmp_path / "tri3b.npz"
+    _decode(tri3b, systems, transforms_out=tri3b_transforms)
+    np.testing.assert_allclose(load_transforms(tmp_path / "a.npz")[HELDOUT],
+                               load_transforms(tri3b_transforms)[HELDOUT], rtol=1e-6, atol=1e-6)
+    print(f"hybrid on fMLLR features, held-out {HELDOUT}: {result.line()}")
+    assert result.wer < 50.0, result.line()
+
+    # The first pass runs at the GMM's scale whatever the network's decoder uses.
+    feats = loaded.model_input(systems["test_raw"], systems["test"].utt2spk)
+    _, at_02 = loaded.adapt(feats, systems["test"].utt2spk, decoder)
+    np.testing.assert_allclose(at_02[HELDOUT], load_transforms(tmp_path / "b.npz")[HELDOUT],
+                               rtol=1e-6, atol=1e-6)

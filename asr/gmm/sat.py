@@ -36,6 +36,7 @@ import numpy as np
 
 from asr.adaptation import gmm_of, speaker_transforms, spk2utt_of
 from asr.decoder import DecoderConfig
+from asr.errors import DataError
 from asr.gmm.diag_gmm import DiagGmm
 from asr.gmm.accumulate import FmllrRequest, Labeller, PassResult, PassTask, run_passes
 from asr.gmm.lda_mllt import silence_pdfs
@@ -204,12 +205,30 @@ def align_adapted(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[st
     silence = silence_pdfs(system.tree)
     targets = {utt: _alignment_targets(graph.pdf[path], silence, adaptation.silence_weight)
                for utt, (path, graph) in first_pass.items()}
-    transforms, _ = speaker_transforms(gmm_of(system.model), si, targets,
-                                       spk2utt_of(utt2spk, [u.utt for u in utts_raw]),
+    transforms, _ = speaker_transforms(gmm_of(adaptation.fmllr_model or system.model), si,
+                                       targets, spk2utt_of(utt2spk, [u.utt for u in utts_raw]),
                                        adaptation.min_count, adaptation.iters)
-    adapted = [Utterance(u.utt, apply_fmllr(transforms[utt2spk[u.utt]], u.feats), u.words)
-               for u in si_utts]
-    return align_utterances(system, adapted), transforms
+    return align_utterances(system, _adapted(si_utts, utt2spk, transforms)), transforms
+
+
+def adapted_utterances(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[str, str],
+                       transforms: dict[str, np.ndarray]) -> list[Utterance]:
+    """What a speaker-adapted system's model scores: the model input of each utterance
+    (T, D) through its speaker's fMLLR transform (``align_adapted``'s). An utterance whose
+    speaker has no transform is a DataError naming both."""
+    si = system.model_input({u.utt: u.feats for u in utts_raw}, utt2spk)
+    return _adapted([Utterance(u.utt, si[u.utt], u.words) for u in utts_raw], utt2spk,
+                    transforms)
+
+
+def _adapted(si_utts: list[Utterance], utt2spk: dict[str, str],
+             transforms: dict[str, np.ndarray]) -> list[Utterance]:
+    missing = next((u.utt for u in si_utts if utt2spk.get(u.utt) not in transforms), None)
+    if missing is not None:
+        raise DataError(None, f"utterance {missing!r}: no fMLLR transform for its speaker "
+                        f"{utt2spk.get(missing)!r}")
+    return [Utterance(u.utt, apply_fmllr(transforms[utt2spk[u.utt]], u.feats).astype(
+        np.float32, copy=False), u.words) for u in si_utts]
 
 
 def _alignment_targets(pdfs: np.ndarray, silence: np.ndarray, silence_weight: float):

@@ -9,8 +9,8 @@ Only this package imports torch; the decoder and the GMM code never do.
 """
 from asr.nnet.config import NnetConfig
 from asr.nnet.data import FrameDataset, splice_frames, window_index
-from asr.nnet.hybrid import (load_targets, pdf_targets, save_targets, train_hybrid,
-                            train_hybrid_from_files)
+from asr.nnet.hybrid import (hybrid_system, load_targets, pdf_targets, save_targets,
+                            train_hybrid, train_hybrid_from_files)
 from asr.nnet.model import HybridAcousticModel, estimate_priors
 from asr.nnet.models import (MLP, TDNN, build_net, net_spec, sequence_logits,
                              tdnn_layout)
@@ -19,5 +19,5 @@ from asr.nnet.train import load_checkpoint, resolve_device, split_utterances, tr
 __all__ = ["FrameDataset", "HybridAcousticModel", "MLP", "NnetConfig", "TDNN", "build_net",
            "estimate_priors", "load_checkpoint", "load_targets", "net_spec", "pdf_targets",
            "resolve_device", "save_targets", "sequence_logits", "splice_frames",
-           "split_utterances", "tdnn_layout", "train_hybrid", "train_hybrid_from_files",
+           "split_utterances", "tdnn_layout", "hybrid_system", "train_hybrid", "train_hybrid_from_files",
            "train_nnet", "window_index"]

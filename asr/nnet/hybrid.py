@@ -13,6 +13,15 @@ CMVN where the GMM saw MFCC + deltas): both front ends frame the audio alike
     system = train_hybrid(dnn_utts, targets, gmm_system, fbank, NnetConfig(), "exp/dnn_train")
     system.save("exp/dnn")
 
+On tri3b's fMLLR features instead (Kaldi's DNN on fMLLR features): the network reads what
+tri3b's GMM scores, each training speaker's features through the transform ``align_adapted``
+estimated, and the hybrid decodes in tri3b's two passes (its speaker-independent GMM, then
+fMLLR per test speaker, then the network)::
+
+    alignments, transforms = align_adapted(tri3b, raw_utts, utt2spk)
+    utts = adapted_utterances(tri3b, raw_utts, utt2spk, transforms)
+    system = train_hybrid(utts, pdf_targets(alignments), tri3b, None, NnetConfig(), "exp/dnn_train")
+
 From files, on one process or several (``torchrun``; see ``asr.nnet.distributed``): a data
 directory (for ``utt2spk``), the network's feature archive, the targets saved with
 ``save_targets`` and the GMM system's directory::
@@ -23,6 +32,7 @@ directory (for ``utt2spk``), the network's feature archive, the targets saved wi
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -48,7 +58,7 @@ def pdf_targets(alignments: dict[str, tuple[np.ndarray, object]]) -> dict[str, n
 
 
 def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
-                 base_system: AsrSystem, nnet_features: FeatureConfig, cfg: NnetConfig,
+                 base_system: AsrSystem, nnet_features: FeatureConfig | None, cfg: NnetConfig,
                  out_dir: str | Path, progress: bool = True,
                  sources: dict[str, str] | None = None) -> AsrSystem:
     """Train a network on ``targets`` and wrap it as a system sharing ``base_system``'s HMMs.
@@ -60,6 +70,9 @@ def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
         (e.g. failed alignments) are left out.
     base_system : gives the lexicon, tree, transition model and decoding settings.
     nnet_features : the network's feature settings; they become the system's ``features``.
+        None: the network reads ``base_system``'s speaker-adapted model input (a tri3b
+        system's fMLLR features, see ``asr.gmm.sat.adapted_utterances``) and the hybrid
+        adapts as it does (see :func:`hybrid_system`).
     cfg : network and training settings.
     out_dir : the training folder (settings, checkpoint, history; see ``train_nnet``).
         Save the returned system elsewhere: ``AsrSystem.save`` replaces its directory.
@@ -86,8 +99,31 @@ def train_hybrid(utts: list[Utterance], targets: dict[str, np.ndarray],
         last = history[-1]
         log.info("hybrid: %d epochs, last train acc %.3f, valid acc %.3f", len(history),
                  last["train_acc"], last["valid_acc"])
-    return AsrSystem(nnet_features, base_system.lexicon, base_system.tree, base_system.tm,
-                     model, base_system.decoding)
+    return hybrid_system(base_system, model, nnet_features)
+
+
+def hybrid_system(base_system: AsrSystem, model: HybridAcousticModel,
+                  nnet_features: FeatureConfig | None) -> AsrSystem:
+    """The network ``model`` as a system sharing ``base_system``'s lexicon, tree,
+    transitions and decoding settings.
+
+    With ``nnet_features`` the network reads those features and nothing else is kept. With
+    None it reads the base system's model input, speaker-adapted as the base system adapts:
+    the system keeps the base's front end and transform, and its adaptation decodes the
+    first pass with the base's speaker-independent GMM at the base's acoustic scale and
+    estimates each speaker's fMLLR transform with the base's GMM.
+    """
+    b = base_system
+    if nnet_features is not None:
+        return AsrSystem(nnet_features, b.lexicon, b.tree, b.tm, model, b.decoding)
+    if b.adaptation is None:
+        return AsrSystem(b.features, b.lexicon, b.tree, b.tm, model, b.decoding, b.transform)
+    adaptation = dataclasses.replace(
+        b.adaptation, si_model=b.adaptation.si_model or b.model,
+        fmllr_model=b.adaptation.fmllr_model or b.model,
+        si_acoustic_scale=b.adaptation.si_acoustic_scale or b.decoding.acoustic_scale)
+    return AsrSystem(b.features, b.lexicon, b.tree, b.tm, model, b.decoding, b.transform,
+                     adaptation)
 
 
 def save_targets(path: str | Path, targets: dict[str, np.ndarray]) -> None:
