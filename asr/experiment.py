@@ -30,6 +30,7 @@ from asr.features import (FeatureConfig, apply_pipeline, compute_archive,
                           compute_archive_in_memory, merge_archives, read_archive,
                           write_archive)
 from asr.features.archive import INDEX_NAME, SKIPPED_NAME
+from asr.fileio import atomic_dir
 from asr.jobs import Executor, split_data
 from asr.results import record_system
 from asr.scoring import WerResult
@@ -176,6 +177,33 @@ class Experiment:
 
     def load_system(self, system: str) -> AsrSystem:
         return AsrSystem.load(self.system_dir(system))
+
+    def alignments(self, system: str, name: str
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Forced alignments of data set ``name`` by ``system``, as Kaldi's ``exp/<gmm>_ali``.
+
+        A speaker-adapted system aligns as ``align_fmllr.sh`` does (``align_adapted``). Kept
+        in ``<system>/ali_<name>/`` (``targets.npz``, ``trans.npz``), which a retrained
+        system's directory no longer holds, so the hybrids trained on them align once.
+
+        Returns
+        -------
+        targets : utt -> (T,) int64 pdf ids (utterances that failed to align are absent).
+        transforms : speaker -> fMLLR W (D, D+1) (empty for a speaker-independent system).
+        """
+        from asr.gmm.sat import align_adapted
+        from asr.nnet import load_targets, pdf_targets, save_targets
+        from asr.transforms.fmllr import load_transforms, save_transforms
+
+        folder = self.system_dir(system) / f"ali_{name.replace('/', '_')}"
+        if not (folder / "targets.npz").is_file():
+            aligned, transforms = align_adapted(self.load_system(system),
+                                                self.utterances(name, raw=True),
+                                                self.data_dir(name).utt2spk)
+            with atomic_dir(folder) as tmp:
+                save_targets(tmp / "targets.npz", pdf_targets(aligned))
+                save_transforms(tmp / "trans.npz", transforms)
+        return load_targets(folder / "targets.npz"), load_transforms(folder / "trans.npz")
 
     def skipped_utterances(self) -> int:
         """Utterances the features stages left out as bad (``--skip-bad-utts``), all front ends."""

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +41,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from asr.data import DataDir
+from asr.data.download import sha256_of
 from asr.data.librispeech import prepare_librispeech
 from asr.decoder import Decoder, DecoderConfig
 from asr.errors import DataError
@@ -501,6 +503,10 @@ def prepare_arpa_lang(ex: Experiment, corpus_dir: Path, s: "LvcsrSettings",
 
 # ----------------------------------------------------------------------------- the recipe
 
+SYSTEMS = ("mono", "tri", "tri2b", "tri3b", "dnn", "dnn_fmllr")
+HYBRIDS = ("dnn", "dnn_fmllr")
+
+
 @dataclass
 class LvcsrSettings:
     """Settings of a LibriSpeech-layout recipe (its ``settings.toml`` sets them)."""
@@ -542,10 +548,13 @@ class LvcsrSettings:
         lm_weights=[2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0]))
 
     def __post_init__(self):
-        unknown = sorted(set(self.systems) - {"mono", "tri", "tri2b", "tri3b", "dnn"})
+        unknown = sorted(set(self.systems) - set(SYSTEMS))
         if unknown or "mono" not in self.systems:
-            raise ValueError(f"systems must include 'mono' and be among mono, tri, tri2b, "
-                             f"tri3b, dnn; got {self.systems}")
+            raise ValueError(f"systems must include 'mono' and be among "
+                             f"{', '.join(SYSTEMS)}; got {self.systems}")
+        if "dnn_fmllr" in self.systems and "tri3b" not in self.systems:
+            raise ValueError("the hybrid on fMLLR features reads tri3b's adapted features: "
+                             "systems with 'dnn_fmllr' need 'tri3b'")
         if "tri3b" in self.systems and "tri2b" not in self.systems:
             raise ValueError("tri3b (SAT) trains on the LDA+MLLT system's alignments and front "
                              "end: systems with 'tri3b' need 'tri2b'")
@@ -574,14 +583,16 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     the corpus's paragraph of RESULTS.md.
 
     Stages: 0 data, 1 lang + LMs, 2 features, 3 monophone, 4 triphone (tri, then tri2b:
-    LDA+MLLT, then tri3b: SAT with fMLLR, each with its own done-marker), 5 hybrid (on the
-    last GMM's alignments, fMLLR-adapted for tri3b), 6 graphs, 7 decode (lattices,
-    dev-chosen weights, rescoring; tri3b in two passes, fMLLR per speaker), 8 results.
+    LDA+MLLT, then tri3b: SAT with fMLLR, each with its own done-marker), 5 hybrids (on the
+    last GMM's alignments, fMLLR-adapted for tri3b: ``dnn`` on fbank + CMVN, ``dnn_fmllr`` on
+    tri3b's fMLLR features), 6 graphs, 7 decode (lattices, dev-chosen weights, rescoring;
+    tri3b and dnn_fmllr in two passes, fMLLR per speaker; a system decoded before with the
+    same model and settings is not decoded again unless ``--force``), 8 results.
     """
     from asr.gmm.lda_mllt import train_lda_mllt
-    from asr.gmm.sat import align_adapted, train_sat
+    from asr.gmm.sat import adapted_utterances, train_sat
     from asr.gmm.systems import train_monophone, train_triphone
-    from asr.nnet import pdf_targets, train_hybrid
+    from asr.nnet import train_hybrid
     from asr.recipe import (Stage, recipe_arguments, recipe_executor, resolve_settings,
                             run_record, run_stages, seed_everything, setup_logging,
                             write_settings)
@@ -644,14 +655,19 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                               executor=executor[0], work_dir=work_dir(ex, name))
             system.save(ex.system_dir(name))
 
-    def dnn():
-        if "dnn" in s.systems:      # on the last GMM's alignments (tri3b's: fMLLR-adapted)
-            gmm = ex.load_system(gmms[-1])
-            alignments, _ = align_adapted(gmm, ex.utterances("train", raw=True),
-                                          ex.data_dir("train").utt2spk)
-            train_hybrid(ex_dnn.utterances("train"), pdf_targets(alignments), gmm,
-                         s.dnn_features, s.dnn, ex.system_dir("dnn_train"),
-                         ex.progress).save(ex.system_dir("dnn"))
+    def dnn(name: str):
+        """The hybrid ``name`` on the last GMM's alignments (tri3b's: fMLLR-adapted)."""
+        if name not in s.systems:
+            return
+        gmm = ex.load_system(gmms[-1])
+        targets, transforms = ex.alignments(gmms[-1], "train")
+        if name == "dnn":
+            utts, features = ex_dnn.utterances("train"), s.dnn_features
+        else:                   # what tri3b's GMM scores: each speaker's fMLLR features
+            utts, features = adapted_utterances(gmm, ex.utterances("train", raw=True),
+                                                ex.data_dir("train").utt2spk, transforms), None
+        train_hybrid(utts, targets, gmm, features, s.dnn, ex.system_dir(f"{name}_train"),
+                     ex.progress).save(ex.system_dir(name))
 
     def graphs():
         for name in gmms:      # the hybrid shares its GMM's tree, so its graph
@@ -663,17 +679,30 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                    if s.lm.rescore_order else None)
         summary = {}
         for name in s.systems:
-            hybrid = name == "dnn"
-            rows = decode_dev_test(
-                ex, name, dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
-                if hybrid else cfg, s.dnn_sweep if hybrid else s.sweep, "dev", "test",
-                ex_dnn if hybrid else None, rescore)
+            hybrid = name in HYBRIDS
+            system_cfg = (dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
+                          if hybrid else cfg)
+            sweep = s.dnn_sweep if hybrid else s.sweep
+            marker = ex.system_dir(name) / "decoded.json"
+            key = {"manifest": sha256_of(ex.system_dir(name) / "manifest.json"),
+                   "decode": dataclasses.asdict(system_cfg), "sweep": dataclasses.asdict(sweep),
+                   "rescore": None if rescore is None else [str(p) for p in rescore]}
+            done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+            if done.get("key") == key and not args.force:
+                log.info("%s: decoded before with this model and these settings; kept", name)
+                summary.update(done["summary"])
+                continue
+            rows = decode_dev_test(ex, name, system_cfg, sweep, "dev", "test",
+                                   ex_dnn if name == "dnn" else None, rescore)
+            mine = {}
             for row, r in rows.items():
                 ex.record(row, {"dev": r["dev"], "test": r["test"]}, run)
-                summary[row] = {"lm_weight": r["weights"][0], "word_penalty": r["weights"][1],
-                                "rtf": round(r["rtf"], 4),
-                                "rescore_rtf": None if r["rescore_rtf"] is None
-                                else round(r["rescore_rtf"], 4)}
+                mine[row] = {"lm_weight": r["weights"][0], "word_penalty": r["weights"][1],
+                             "rtf": round(r["rtf"], 4),
+                             "rescore_rtf": None if r["rescore_rtf"] is None
+                             else round(r["rescore_rtf"], 4)}
+            write_json(marker, {"key": key, "summary": mine})
+            summary.update(mine)
         write_json(ex.exp / "decode_summary.json", summary)
 
     def results():
@@ -684,7 +713,8 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
               Stage(4, "train_tri", tri),
               Stage(4, "train_tri2b", lambda: adapted("tri2b", train_lda_mllt, "tri")),
               Stage(4, "train_tri3b", lambda: adapted("tri3b", train_sat, "tri2b")),
-              Stage(5, "train_dnn", dnn), Stage(6, "graphs", graphs),
+              Stage(5, "train_dnn", lambda: dnn("dnn")),
+              Stage(5, "train_dnn_fmllr", lambda: dnn("dnn_fmllr")), Stage(6, "graphs", graphs),
               Stage(7, "decode", decode), Stage(8, "results", results)]
     with recipe_executor(args, s) as pool:
         executor.append(pool)
@@ -741,7 +771,10 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
              "tri3b": "tri3b: speaker-adaptive training with fMLLR on tri2b's front end, "
                       "decoded in two passes (one transform per test speaker)",
              "dnn": f"dnn: the hybrid (fbank input), trained on {gmms[-1]}'s alignments"
-                    + (" (fMLLR-adapted)" if gmms[-1] == "tri3b" else "")}
+                    + (" (fMLLR-adapted)" if gmms[-1] == "tri3b" else ""),
+             "dnn_fmllr": "dnn_fmllr: the hybrid on tri3b's fMLLR features (LDA+MLLT, then "
+                          "one transform per speaker: tri3b's first pass at test time), "
+                          "trained on tri3b's alignments"}
     systems = "; ".join(chain[n] for n in s.systems) + "."
     if s.lm.rescore_order:
         n = s.lm.rescore_order
@@ -781,7 +814,8 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
         rescoring = "" if r["rescore_rtf"] is None else f"{r['rescore_rtf']:.4f}"
         lines.append(f"| {row} | {r['lm_weight']:g} | {r['word_penalty']:g} | "
                      f"{r['rtf']:.4f} | {rescoring} |")
-    rows = [n for name in s.systems for n in summary if n == name or n.startswith(name + "_")]
+    rows = [n for name in s.systems for n in summary
+            if n == name or re.fullmatch(re.escape(name) + r"_\d+gram", n)]
     write_results_md(ex.results / "results.json", ex.results / "RESULTS.md",
                      f"{ex.corpus}: word error rates", system_order=rows,
                      test_set_order=["dev", "test"], notes=notes,

@@ -21,7 +21,7 @@ REDUCED = ["--set", "corpus.connected_train=60", "--set", "corpus.connected_test
                "--set", f"{name}.num_leaves=100")],
            "--set", "tri2b.mllt_iters=[2,4]", "--set", "tri3b.fmllr_iters=[2,4]",
            "--set", "hmmlearn.n_iter=3",
-           "--set", 'systems=["mono","tri","tri2b","tri3b","hmmlearn","dnn"]',
+           "--set", 'systems=["mono","tri","tri2b","tri3b","hmmlearn","dnn","dnn_fmllr"]',
            "--set", "dnn.epochs=2", "--set", "dnn.hidden_dim=64", "--set", "dnn.num_layers=2",
            "--set", "augment.speed_factors=[1.1]", "--set", "augment.noise_snrs=[10]",
            "--set", "augment.gmm_noisy=true", "--set", "dnn_extra_seeds=[1]",
@@ -39,13 +39,15 @@ def fsdd_run(tmp_path_factory, shared_data):
 
 def test_reduced_fsdd_recipe_bounds(fsdd_run):
     results = load_results(fsdd_run / "results/fsdd/results.json")
-    assert set(results) == {"mono", "tri", "tri2b", "tri3b", "hmmlearn", "dnn", "dnn_seed1"}
-    assert set(results["dnn_seed1"]) == {"dev_heldout_theo", "heldout_theo",
-                                         "dev_connected_heldout_theo", "connected_heldout_theo"}
+    assert set(results) == {"mono", "tri", "tri2b", "tri3b", "hmmlearn", "dnn", "dnn_seed1",
+                            "dnn_fmllr", "dnn_fmllr_seed1"}
+    for seeded in ("dnn_seed1", "dnn_fmllr_seed1"):
+        assert set(results[seeded]) == {"dev_heldout_theo", "heldout_theo",
+                                        "dev_connected_heldout_theo", "connected_heldout_theo"}
     columns = {"dev", "isolated", "dev_connected", "connected", "white_10dB",
                "dev_heldout_theo", "heldout_theo", "dev_connected_heldout_theo",
                "connected_heldout_theo"}
-    for system in ("mono", "tri", "tri2b", "tri3b", "dnn"):     # every chain stage: dev, test
+    for system in ("mono", "tri", "tri2b", "tri3b", "dnn", "dnn_fmllr"):   # dev and test
         assert set(results[system]) == columns, system
         assert results[system]["dev"]["words"] == 250          # 5 per digit of 5 speakers
         assert results[system]["dev_heldout_theo"]["words"] == 200
@@ -60,7 +62,8 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     md = (fsdd_run / "results/fsdd/RESULTS.md").read_text()
     assert "| mono |" in md and "| tri3b |" in md and "%WER" in md
     assert "## Chosen on dev" in md
-    assert "## Hybrid DNN over 2 seeds" in md and "| heldout mean |" in md
+    assert "## Hybrid `dnn` over 2 seeds" in md and "| heldout mean |" in md
+    assert "## Hybrid `dnn_fmllr` over 2 seeds" in md
     runs = load_runs(fsdd_run / "results/fsdd/results.json")
     assert runs["mono"]["settings"]["mono"]["num_iters"] == 8          # overrides recorded
     assert "--set mono.num_iters=8" in runs["mono"]["command"]
@@ -68,6 +71,7 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     assert (fsdd_run / "results/fsdd/wer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(results["dnn"]) == set(results["mono"])
     assert results["dnn"]["isolated"]["wer"] <= 10.0
+    assert results["dnn_fmllr"]["isolated"]["wer"] <= 10.0
     assert (fsdd_run / "results/fsdd/dnn_learning_curve.png").exists()
 
 
@@ -114,6 +118,13 @@ def test_tri3b_adapts_to_each_test_speaker(fsdd_run):
     assert set(heldout) == {"theo"}                 # its 500 recordings adapt one transform
     W = heldout["theo"]
     assert W.shape == (40, 41) and not np.allclose(W, np.hstack([np.eye(40), np.zeros((40, 1))]))
+    # the hybrid on fMLLR features adapts with tri3b's GMMs: the same first pass and transform
+    hybrid = load_transforms(exp / "heldout_theo/dnn_fmllr/decode_heldout_theo/trans.npz")
+    np.testing.assert_allclose(hybrid["theo"], W, rtol=1e-6, atol=1e-6)
+    # its training features: every training set aligned once, each with its own transforms
+    for name in ("heldout_theo_train", "heldout_theo_train_sp"):
+        assert (exp / "heldout_theo/tri3b" / f"ali_{name}" / "trans.npz").is_file()
+    assert (exp / "main/tri3b/ali_main_train_noisy/trans.npz").is_file()
 
 
 def test_validation_never_holds_a_copy_of_a_training_recording(fsdd_run):
@@ -121,11 +132,13 @@ def test_validation_never_holds_a_copy_of_a_training_recording(fsdd_run):
 
     from asr.data import DataDir, copy_source
     exp, data = fsdd_run / "exp/fsdd", fsdd_run / "data/fsdd"
-    for fold, copies in (("main", "train_noisy"), ("heldout_theo", "train_sp")):
-        choice = json.loads((exp / fold / "dnn_dropout.json").read_text())   # chosen on dev
+    for fold, copies, hybrid in (("main", "train_noisy", "dnn"),
+                                 ("heldout_theo", "train_sp", "dnn"),
+                                 ("heldout_theo", "train_sp", "dnn_fmllr")):
+        choice = json.loads((exp / fold / f"{hybrid}_dropout.json").read_text())   # on dev
         assert set(choice["dev_errors"]) == {"0.1", "0.2"}
         assert choice["dev_errors"][f"{choice['dropout']:g}"] == min(choice["dev_errors"].values())
-        train_dir = exp / fold / f"dnn_dropout{choice['dropout']:g}_train"
+        train_dir = exp / fold / f"{hybrid}_dropout{choice['dropout']:g}_train"
         train, valid = (set((train_dir / name).read_text().split())
                         for name in ("train_utts", "valid_utts"))
         source = {u: u for u in DataDir.load(data / fold / "train").utts}

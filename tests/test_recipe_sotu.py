@@ -5,13 +5,14 @@ OOV reports, LMs with perplexity, HCLG per tree, lattices, the dev-chosen weight
 to test, rescoring with a higher-order LM, and the generated RESULTS.md.
 """
 import json
+import logging
 
 import pytest
 
 from asr.results import load_results
 from conftest import load_recipe
 
-REDUCED = ["--set", "vocab_size=200", "--set", "lm.order=2", "--set", "lm.rescore_order=3",
+REDUCED = ["--set", 'systems=["mono","tri","dnn"]', "--set", "vocab_size=200", "--set", "lm.order=2", "--set", "lm.rescore_order=3",
            "--set", "mono.num_iters=8", "--set", "mono.realign_iters=[1,2,3,5]",
            "--set", "mono.mixup_iters=6", "--set", "mono.max_gaussians=300",
            "--set", "tri.num_leaves=150", "--set", "tri.max_gaussians=600",
@@ -97,3 +98,49 @@ def test_two_dask_jobs_give_the_same_models_and_results(sotu_run, sotu_slice, tm
     assert sorted(one) == sorted(two)
     for name in one:
         assert one[name]["test_sets"] == two[name]["test_sets"], name
+
+
+CHAIN = [*REDUCED, "--set", 'systems=["mono","tri","tri2b","tri3b","dnn","dnn_fmllr"]',
+         *[arg for name in ("tri2b", "tri3b") for arg in (
+             "--set", f"{name}.num_leaves=150", "--set", f"{name}.max_gaussians=600",
+             "--set", f"{name}.num_iters=6", "--set", f"{name}.mixup_iters=4",
+             "--set", f"{name}.realign_iters=[3]")],
+         "--set", "tri2b.mllt_iters=[2,4]", "--set", "tri3b.fmllr_iters=[2,4]"]
+
+
+def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
+        sotu_slice, tmp_path, caplog):
+    """mono -> tri -> tri2b -> tri3b, the hybrid on fbank and the hybrid on tri3b's fMLLR
+    features: every system has dev and test rows; the fMLLR hybrid keeps tri3b's GMMs and
+    adapts to each test speaker. A decode stage run again (say after an interruption)
+    decodes no system whose model and settings are unchanged, and leaves the results as
+    they were."""
+    args = ["--corpus", str(sotu_slice), "--data", str(tmp_path / "data"),
+            "--exp", str(tmp_path / "exp"), "--results", str(tmp_path / "results"),
+            "--no-progress", *CHAIN]
+    assert load_recipe("sotu").main(args) == 0
+    exp, results_json = tmp_path / "exp/sotu", tmp_path / "results/sotu/results.json"
+    results = load_results(results_json)
+    systems = ["mono", "tri", "tri2b", "tri3b", "dnn", "dnn_fmllr"]
+    assert set(results) == set(systems) | {f"{s}_3gram" for s in systems}
+    for system in systems:
+        assert results[system]["dev"]["wer"] < 95.0, system
+    manifest = json.loads((exp / "dnn_fmllr/manifest.json").read_text())
+    assert manifest["model_type"] != "gmm"
+    assert any(f.startswith("fmllr_acoustic/") for f in manifest["files"])
+    assert (exp / "dnn_fmllr/decode_test/trans.npz").is_file()
+    assert (exp / "tri3b/ali_train/targets.npz").is_file()   # aligned once for both hybrids
+    text = (tmp_path / "results/sotu/RESULTS.md").read_text()
+    assert "dnn_fmllr: the hybrid on tri3b's fMLLR features" in text
+
+    before = results_json.read_text()
+    markers = {s: (exp / s / "decoded.json").read_text() for s in systems}
+    (exp / ".done/07-decode").unlink()        # as if the decode stage had been interrupted
+    with caplog.at_level(logging.INFO, logger="asr.lvcsr"):
+        assert load_recipe("sotu").main(args + ["--stage", "7"]) == 0
+    kept = [r.getMessage() for r in caplog.records if "decoded before" in r.getMessage()]
+    assert len(kept) == len(systems), kept
+    assert {s: (exp / s / "decoded.json").read_text() for s in systems} == markers
+    after = json.loads(results_json.read_text())["systems"]
+    assert {k: v["test_sets"] for k, v in after.items()} == {
+        k: v["test_sets"] for k, v in json.loads(before)["systems"].items()}

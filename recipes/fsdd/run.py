@@ -47,12 +47,12 @@ from asr.experiment import Experiment
 from asr.features import FeatureConfig
 from asr.fileio import atomic_dir, write_json
 from asr.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
-from asr.gmm.sat import SatConfig, align_adapted, train_sat
+from asr.gmm.sat import SatConfig, adapted_utterances, train_sat
 from asr.gmm.systems import HmmConfig, train_monophone, train_triphone
 from asr.gmm.train import GmmTrainConfig
 from asr.lexicon import Lexicon
 from asr.lvcsr import SweepConfig, decode_lattices, score_sweep
-from asr.nnet import NnetConfig, pdf_targets, train_hybrid
+from asr.nnet import NnetConfig, train_hybrid
 from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_parallel, run_recipe,
                         run_record, run_stages, seed_everything, setup_logging, write_settings)
 from asr.results import (load_results, plot_curves, plot_results, seed_spread_table,
@@ -108,12 +108,23 @@ class AugmentSettings:
             raise ValueError("gmm_noisy needs noisy copies; noise_snrs is empty")
 
 
+SYSTEMS = ("mono", "tri", "tri2b", "tri3b", "hmmlearn", "dnn", "dnn_fmllr")
+HYBRIDS = ("dnn", "dnn_fmllr")
+
+
+def hybrid_of(system: str) -> str | None:
+    """The hybrid a network belongs to (``dnn_fmllr_seed1`` -> ``dnn_fmllr``); None for a
+    GMM system or the hmmlearn baseline."""
+    return next((h for h in reversed(HYBRIDS) if system == h or system.startswith(h + "_")),
+                None)
+
+
 @dataclass
 class Settings:
     seed: int = 0
     lexicon: str = "data/lexicons/digits.txt"
     systems: list[str] = field(default_factory=lambda: ["mono", "tri", "tri2b", "tri3b",
-                                                        "hmmlearn", "dnn"])
+                                                        "hmmlearn", "dnn", "dnn_fmllr"])
     mono_on_isolated: bool = True
     jobs: int = 2                       # folds trained at once (one process each)
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
@@ -150,10 +161,10 @@ class Settings:
     dnn_extra_seeds: list[int] = field(default_factory=lambda: [1, 2])
 
     def __post_init__(self):
-        unknown = sorted(set(self.systems) - {"mono", "tri", "tri2b", "tri3b", "hmmlearn", "dnn"})
+        unknown = sorted(set(self.systems) - set(SYSTEMS))
         if unknown:
-            raise ValueError(f"unknown systems {unknown}; expected among mono, tri, tri2b, "
-                             "tri3b, hmmlearn, dnn")
+            raise ValueError(f"unknown systems {unknown}; expected among "
+                             f"{', '.join(SYSTEMS)}")
         chain = ["mono", "tri", "tri2b", "tri3b"]
         for i, name in enumerate(chain[1:], 1):
             if name in self.systems and chain[i - 1] not in self.systems:
@@ -162,6 +173,9 @@ class Settings:
         if "dnn" in self.systems and "tri" not in self.systems:
             raise ValueError("the hybrid trains on a triphone system's alignments: systems "
                              "with 'dnn' need 'tri'")
+        if "dnn_fmllr" in self.systems and "tri3b" not in self.systems:
+            raise ValueError("the hybrid on fMLLR features reads tri3b's adapted features: "
+                             "systems with 'dnn_fmllr' need 'tri3b'")
         if self.dnn.seed in self.dnn_extra_seeds or len(set(self.dnn_extra_seeds)) < len(
                 self.dnn_extra_seeds):
             raise ValueError(f"dnn_extra_seeds must differ from each other and from dnn.seed "
@@ -172,12 +186,17 @@ class Settings:
         """The GMM chain's systems, in training order."""
         return [x for x in ("mono", "tri", "tri2b", "tri3b") if x in self.systems]
 
-    def dnn_systems(self, fold: str) -> dict[str, int]:
-        """The hybrid systems of one fold: name -> network seed."""
-        if "dnn" not in self.systems:
-            return {}
+    @property
+    def hybrids(self) -> list[str]:
+        """The hybrids listed in systems: ``dnn`` (fbank + CMVN), ``dnn_fmllr`` (tri3b's
+        fMLLR features)."""
+        return [x for x in HYBRIDS if x in self.systems]
+
+    def dnn_systems(self, fold: str, hybrid: str | None = None) -> dict[str, int]:
+        """The networks of one fold (of one hybrid, or of all): name -> seed."""
         extra = self.dnn_extra_seeds if fold != "main" else []
-        return {"dnn": self.dnn.seed, **{f"dnn_seed{k}": k for k in extra}}
+        return {name: seed for h in self.hybrids if hybrid in (None, h)
+                for name, seed in [(h, self.dnn.seed), *((f"{h}_seed{k}", k) for k in extra)]}
 
 
 @dataclass
@@ -296,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for fold in folds.names:
             DataDir.combine(_cmvn_speakers(DataDir.load(ex.data / p), p)
                             for p in folds.train_parts(fold)).save(ex.data / fold / "train")
-        if "dnn" in s.systems or s.augment.gmm_noisy:
+        if s.hybrids or s.augment.gmm_noisy:
             augment()
 
     def augment():
@@ -389,15 +408,22 @@ def main(argv: list[str] | None = None) -> int:
             return ex.load_system(f"{fold}/tri3b_g{best}")
         per_fold(name, tuned if name == "tri3b" and s.tri3b_budgets else train_one)
 
-    def dev_errors(fold: str, system: str, hybrid: bool = False) -> int:
+    def decoding(system: str, isolated: bool) -> tuple[DecoderConfig, Experiment | None]:
+        """A system's search settings for a grammar, and the features it reads (None: the
+        GMMs'; the fMLLR hybrid reads them too and adapts as tri3b does)."""
+        cfg = s.decode_isolated if isolated else s.decode_connected
+        hybrid = hybrid_of(system)
+        if hybrid is None:
+            return cfg, None
+        return (dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale),
+                ex_dnn if hybrid == "dnn" else None)
+
+    def dev_errors(fold: str, system: str) -> int:
         """Errors of ``<fold>/<system>`` on the fold's dev sets at the decoding settings."""
         errors = 0
         for d in folds.devs(fold):
-            cfg = s.decode_isolated if d.isolated else s.decode_connected
-            if hybrid:
-                cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
-            _, result = ex.decode(f"{fold}/{system}", d.data, cfg, d.column,
-                                  ex_dnn if hybrid else ex)
+            cfg, features = decoding(system, d.isolated)
+            _, result = ex.decode(f"{fold}/{system}", d.data, cfg, d.column, features)
             errors += result.errors
         return errors
 
@@ -405,46 +431,61 @@ def main(argv: list[str] | None = None) -> int:
         def task(fold):
             start = time.perf_counter()
             sets = folds.dnn_train_sets(fold)
-            for name in sets + [t.data for t in folds.devs(fold) + folds.tests(fold)]:
-                ex_dnn.make_features(name)
-            gmm = ex.load_system(f"{fold}/{s.gmms[-1]}")
-            targets, sources = {}, {}
+            hybrids = sorted({hybrid_of(x) for x in todo[fold]}, key=HYBRIDS.index)
+            if "dnn" in hybrids:
+                for name in sets + [t.data for t in folds.devs(fold) + folds.tests(fold)]:
+                    ex_dnn.make_features(name)
+            gmm_name = f"{fold}/{s.gmms[-1]}"
+            gmm = ex.load_system(gmm_name)
+            targets, sources, transforms = {}, {}, {}
             for name in sets:   # targets: the last GMM's (fMLLR-adapted) forced alignments
                 copies = name != f"{fold}/train"
                 if copies:      # augmented copies: validation keeps them with their source
                     sources.update({u: copy_source(u) for u in ex.data_dir(name).utts})
-                if name.endswith("_noisy"):   # a noisy copy has its clean recording's frames
+                    ex.make_features(name)
+                noisy = name.endswith("_noisy")
+                if not noisy or "dnn_fmllr" in hybrids:   # a noisy copy: for its transforms
+                    aligned, transforms[name] = ex.alignments(gmm_name, name)
+                if noisy:       # a noisy copy has its clean recording's frames
                     targets.update({u: targets[copy_source(u)] for u in ex.data_dir(name).utts
                                     if copy_source(u) in targets})
-                    continue
-                if copies:
-                    ex.make_features(name)
-                alignments, _ = align_adapted(gmm, ex.utterances(name, raw=True),
-                                              ex.data_dir(name).utt2spk)
-                targets.update(pdf_targets(alignments))
-            utts = [u for name in sets for u in ex_dnn.utterances(name)]
+                else:
+                    targets.update(aligned)
 
-            def train(name, cfg):
-                train_hybrid(utts, targets, gmm, s.dnn_features, cfg,
-                             ex.system_dir(f"{fold}/{name}_train"), progress, sources
-                             ).save(ex.system_dir(f"{fold}/{name}"))
+            def inputs(hybrid):
+                """The network's training utterances and feature settings (None: tri3b's
+                speaker-adapted model input, each set with its own speakers' transforms)."""
+                if hybrid == "dnn":
+                    return [u for name in sets for u in ex_dnn.utterances(name)], s.dnn_features
+                return [u for name in sets for u in adapted_utterances(
+                    gmm, ex.utterances(name, raw=True), ex.data_dir(name).utt2spk,
+                    transforms[name])], None
 
-            choice = ex.system_dir(f"{fold}/dnn_dropout.json")
-            if s.dnn_dropouts and "dnn" in todo[fold]:   # dnn.seed at each dropout; dev picks
-                errors = {}
-                for dropout in s.dnn_dropouts:
-                    name = f"dnn_dropout{dropout:g}"
-                    train(name, dataclasses.replace(s.dnn, dropout=dropout))
-                    errors[dropout] = dev_errors(fold, name, hybrid=True)
-                best = min(s.dnn_dropouts, key=lambda d: errors[d])   # ties: first listed
-                ex.load_system(f"{fold}/dnn_dropout{best:g}").save(ex.system_dir(f"{fold}/dnn"))
-                write_json(choice, {"dropout": best, "dev_errors": {
-                    f"{d:g}": errors[d] for d in s.dnn_dropouts}})
-            dropout = (json.loads(choice.read_text())["dropout"] if s.dnn_dropouts
-                       else s.dnn.dropout)
-            for system, seed in todo[fold].items():
-                if not (s.dnn_dropouts and system == "dnn"):
-                    train(system, dataclasses.replace(s.dnn, seed=seed, dropout=dropout))
+            for hybrid in hybrids:
+                utts, features = inputs(hybrid)
+
+                def train(name, cfg):
+                    train_hybrid(utts, targets, gmm, features, cfg,
+                                 ex.system_dir(f"{fold}/{name}_train"), progress, sources
+                                 ).save(ex.system_dir(f"{fold}/{name}"))
+
+                choice = ex.system_dir(f"{fold}/{hybrid}_dropout.json")
+                if s.dnn_dropouts and hybrid in todo[fold]:   # dnn.seed at each dropout
+                    errors = {}
+                    for dropout in s.dnn_dropouts:
+                        name = f"{hybrid}_dropout{dropout:g}"
+                        train(name, dataclasses.replace(s.dnn, dropout=dropout))
+                        errors[dropout] = dev_errors(fold, name)
+                    best = min(s.dnn_dropouts, key=lambda d: errors[d])   # ties: first listed
+                    ex.load_system(f"{fold}/{hybrid}_dropout{best:g}").save(
+                        ex.system_dir(f"{fold}/{hybrid}"))
+                    write_json(choice, {"dropout": best, "dev_errors": {
+                        f"{d:g}": errors[d] for d in s.dnn_dropouts}})
+                dropout = (json.loads(choice.read_text())["dropout"] if s.dnn_dropouts
+                           else s.dnn.dropout)
+                for system, seed in todo[fold].items():
+                    if hybrid_of(system) == hybrid and not (s.dnn_dropouts and system == hybrid):
+                        train(system, dataclasses.replace(s.dnn, seed=seed, dropout=dropout))
             return time.perf_counter() - start
         todo = {fold: {system: seed for system, seed in s.dnn_systems(fold).items()  # folds
                        if not (ex.system_dir(f"{fold}/{system}") / "manifest.json").exists()}
@@ -453,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                        key=lambda fold: -len(ex.data_dir(f"{fold}/train")) * len(todo[fold]))
         seconds = run_parallel([lambda fold=fold: task(fold) for fold in order], s.jobs)
         for fold, sec in zip(order, seconds):
-            timed(f"train/{fold}/dnn", sec / len(todo[fold]))
+            timed(f"train/{fold}/dnn", sec / len(todo[fold]))    # per network, both hybrids
 
     def hmmlearn():
         def task(fold, t):   # it tunes nothing: it trains on the dev recordings too
@@ -477,20 +518,16 @@ def main(argv: list[str] | None = None) -> int:
         def task(fold, system):
             """One system's decodes of one fold: per grammar, the dev set and the test sets
             into lattices once; the weights with the fewest dev errors, test at them."""
-            hybrid = system.startswith("dnn")
             done = []
             for isolated in (True, False):
                 tests = [t for t in folds.tests(fold) if t.isolated == isolated]
                 if not tests:
                     continue
                 dev = folds.dev_for(fold, tests[0])
-                cfg = s.decode_isolated if isolated else s.decode_connected
-                if hybrid:
-                    cfg = dataclasses.replace(cfg, acoustic_scale=s.dnn_acoustic_scale)
-                sweep = s.dnn_sweep if hybrid else s.sweep
+                cfg, features = decoding(system, isolated)
+                sweep = s.sweep if hybrid_of(system) is None else s.dnn_sweep
                 lattices = decode_lattices(ex, f"{fold}/{system}",
-                                           [dev.data] + [t.data for t in tests], cfg,
-                                           ex_dnn if hybrid else None)
+                                           [dev.data] + [t.data for t in tests], cfg, features)
                 chosen = None
                 for t in [dev] + tests:
                     lat, text = lattices[t.data], ex.data_dir(t.data).text
@@ -502,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                     done.append((t.column, result, lat.seconds, chosen))
             return done
         jobs = [(fold, system) for fold in folds.names
-                for system in [x for x in s.systems if x not in ("hmmlearn", "dnn")]
+                for system in [x for x in s.systems if x != "hmmlearn" and x not in HYBRIDS]
                 + list(s.dnn_systems(fold))]
         outputs = run_parallel([lambda job=job: task(*job) for job in jobs], s.jobs)
         scores: dict[str, dict] = {}
@@ -560,43 +597,48 @@ def main(argv: list[str] | None = None) -> int:
         choices_path = ex.exp / "decode_choices.json"
         if choices_path.exists():
             sections.append(_choices_table(json.loads(choices_path.read_text()), s, order))
-        tuned = {fold: [ex.system_dir(f"{fold}/{name}") for name in ("tri3b_budget.json",
-                                                                     "dnn_dropout.json")]
+        tuned_files = ["tri3b_budget.json"] + [f"{h}_dropout.json" for h in s.hybrids]
+        tuned = {fold: [ex.system_dir(f"{fold}/{name}") for name in tuned_files]
                  for fold in folds.names}
         if any(path.exists() for paths in tuned.values() for path in paths):
-            rows = ["| fold | tri3b Gaussians: dev errors | chosen | hybrid dropout: dev errors "
-                    "| chosen |", "| :--- | :--- | ---: | :--- | ---: |"]
+            header = ["tri3b Gaussians"] + [f"{h} dropout" for h in s.hybrids]
+            rows = ["| fold | " + " | ".join(f"{h}: dev errors | chosen" for h in header)
+                    + " |", "| :--- |" + " :--- | ---: |" * len(header)]
             for fold, paths in tuned.items():
                 cells = []
-                for path, key in zip(paths, ("max_gaussians", "dropout")):
+                for path in paths:
                     if path.exists():
                         choice = json.loads(path.read_text())
+                        key = "max_gaussians" if "max_gaussians" in choice else "dropout"
                         cells += [", ".join(f"{k}: {v}" for k, v in choice["dev_errors"].items()),
                                   f"{choice[key]:g}"]
                     else:
                         cells += ["–", "–"]
                 rows.append(f"| {fold} | " + " | ".join(cells) + " |")
             sections.append("## Gaussian budget and dropout, chosen on dev\n\nPer fold, tri3b "
-                            "trained at each Gaussian budget and the hybrid (seed "
+                            "trained at each Gaussian budget and each hybrid (seed "
                             f"{s.dnn.seed}) at each dropout; errors summed over the fold's dev "
                             "sets at the decoding settings; the fewest win (ties: the first "
                             "tried), and the hybrid's other seeds train at its choice.\n\n"
                             + "\n".join(rows))
-        seeded = list(s.dnn_systems(heldout[0] if heldout else "main"))
-        if len(seeded) > 1:
-            seeds = ", ".join(str(k) for k in s.dnn_systems(heldout[0]).values())
-            sections.append(
-                f"## Hybrid DNN over {len(seeded)} seeds (held-out folds)\n\n"
-                f"The held-out folds' network trained with seeds {seeds} (rows "
-                f"{', '.join(f'`{x}`' for x in seeded)}); WER % (errors). Goals are judged on "
-                "the mean. Results are bit-identical on one machine and library build, "
-                "not across CPU models.\n\n"
-                + seed_spread_table(ex.results / "results.json", seeded,
-                                    [o for o in order if o.startswith(("heldout_",
-                                                                       "connected_heldout_"))],
-                                    mean_rows={"heldout mean": heldout}))
+        extra_rows = []
+        for hybrid in s.hybrids:
+            seeded = list(s.dnn_systems(heldout[0] if heldout else "main", hybrid))
+            extra_rows += seeded[1:]
+            if len(seeded) > 1:
+                seeds = ", ".join(str(k) for k in s.dnn_systems(heldout[0], hybrid).values())
+                sections.append(
+                    f"## Hybrid `{hybrid}` over {len(seeded)} seeds (held-out folds)\n\n"
+                    f"The held-out folds' network trained with seeds {seeds} (rows "
+                    f"{', '.join(f'`{x}`' for x in seeded)}); WER % (errors). Goals are "
+                    "judged on the mean. Results are bit-identical on one machine and library "
+                    "build, not across CPU models.\n\n"
+                    + seed_spread_table(ex.results / "results.json", seeded,
+                                        [o for o in order if o.startswith(
+                                            ("heldout_", "connected_heldout_"))],
+                                        mean_rows={"heldout mean": heldout}))
         write_results_md(ex.results / "results.json", ex.results / "RESULTS.md",
-                         "FSDD: word error rates (%)", system_order=s.systems + seeded[1:],
+                         "FSDD: word error rates (%)", system_order=s.systems + extra_rows,
                          test_set_order=[o for o in order if o in _columns(ex)],
                          notes="\n".join(lines),
                          mean_columns={"heldout mean": heldout}, sections=sections)
@@ -616,14 +658,14 @@ def main(argv: list[str] | None = None) -> int:
 
     systems = set(s.systems)
     stages = [Stage(0, "data", data, check=find_corpus), Stage(1, "features", features)]
-    stages += [Stage(2, "mono", mono)] if systems & {"mono", "tri", "dnn"} else []
-    stages += [Stage(3, "tri", tri)] if systems & {"tri", "dnn"} else []
+    stages += [Stage(2, "mono", mono)] if systems & {"mono", "tri", *HYBRIDS} else []
+    stages += [Stage(3, "tri", tri)] if systems & {"tri", *HYBRIDS} else []
     stages += [Stage(3, "tri2b", lambda: adapted("tri2b", train_lda_mllt, "tri"))
                ] if "tri2b" in systems else []
     stages += [Stage(3, "tri3b", lambda: adapted("tri3b", train_sat, "tri2b"))
                ] if "tri3b" in systems else []
     stages += [Stage(4, "hmmlearn", hmmlearn)] if "hmmlearn" in systems else []
-    stages += [Stage(5, "dnn", dnn)] if "dnn" in systems else []
+    stages += [Stage(5, "dnn", dnn)] if s.hybrids else []
     stages += [Stage(6, "decode", decode), Stage(7, "results", results)]
     run_stages(stages, ex.exp, args.stage, args.stop_stage, args.force,
                clean=[ex.data, ex.results])
@@ -704,15 +746,15 @@ def _training_data(s: Settings) -> str:
     a = s.augment
     noisy = (f"one noisy copy of every main-fold recording (SNR drawn from "
              f"{', '.join(str(x) for x in a.noise_snrs)} dB)")
-    others = [x for x in s.systems if x != "dnn"]
+    others = [x for x in s.systems if x not in HYBRIDS]
     text = (f"{', '.join(others) or 'no other system'} train on the clean recordings"
             + (f"; the main fold's triphone GMM also on {noisy}" if a.gmm_noisy else "") + ".")
-    if "dnn" in s.systems:
+    if s.hybrids:
         copies = ([f"speed perturbation ×{', ×'.join(f'{f:g}' for f in a.speed_factors)} of "
                    "the held-out folds' isolated recordings"] if a.speed_factors else [])
         copies += [noisy] if a.noise_snrs else []
-        text += (" The hybrid DNN also trains on augmented copies: " + "; ".join(copies)
-                 if copies else " The hybrid DNN trains on the clean recordings too")
+        text += (" The hybrids also train on augmented copies: " + "; ".join(copies)
+                 if copies else " The hybrids train on the clean recordings too")
         text += (". Its validation utterances are drawn by source recording, so a copy "
                  "never validates its own original.")
         gmm = s.gmms[-1]
@@ -720,6 +762,13 @@ def _training_data(s: Settings) -> str:
                  + (" on fMLLR-adapted features (first an alignment by the speaker-independent "
                     "model, then one transform per speaker, then the adapted alignment)"
                     if gmm == "tri3b" else "") + ".")
+        if "dnn" in s.systems:
+            text += " `dnn` reads 40 log-mel filterbanks with per-speaker CMVN."
+        if "dnn_fmllr" in s.systems:
+            text += (" `dnn_fmllr` reads what tri3b's GMM scores: the LDA+MLLT features "
+                     "through each speaker's fMLLR transform (in training the transform of "
+                     "its alignment, every augmented copy a speaker of its own; at test "
+                     "time tri3b's first pass), and decodes in tri3b's two passes.")
     if "hmmlearn" in s.systems:
         text += (" hmmlearn tunes nothing, so it trains on the dev recordings too (its "
                  "training data are those it had before dev sets existed).")
