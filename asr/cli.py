@@ -6,7 +6,8 @@
     asr info MODEL_DIR
     asr models
     asr train-hybrid --data DATA_DIR --feats FEATS_DIR --targets TARGETS.npz --base GMM_DIR
-                     --out OUT_DIR [--train-dir DIR] [--settings FILE.toml] [--set KEY=VALUE]
+                     --out OUT_DIR [--transforms TRANS.npz] [--train-dir DIR]
+                     [--settings FILE.toml] [--set KEY=VALUE]
 
 ``train-hybrid`` trains on several processes when torchrun starts it, one per GPU (NCCL) or
 on the CPU (gloo): ``torchrun --nproc-per-node 2 -m asr.cli train-hybrid ...``.
@@ -144,7 +145,8 @@ def cmd_train_hybrid(args) -> int:
                         datefmt="%H:%M:%S")
     train_dir = args.train_dir or args.out.with_name(args.out.name + "_train")
     train_hybrid_from_files(args.data, args.feats, args.targets, args.base, cfg, train_dir,
-                            args.out, progress=not args.no_progress)
+                            args.out, progress=not args.no_progress,
+                            transforms_path=args.transforms)
     return 0
 
 
@@ -186,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, type=Path,
                    help="the GMM system whose tree, transitions and lexicon the hybrid uses")
     p.add_argument("--out", required=True, type=Path, help="where the hybrid system is saved")
+    p.add_argument("--transforms", type=Path,
+                   help="the base tri3b's fMLLR transforms of the training speakers (.npz): "
+                        "the network reads its fMLLR features (--feats: the base's archive)")
     p.add_argument("--train-dir", dest="train_dir", type=Path,
                    help="settings, checkpoint and history (default: OUT_train); a run "
                         "resumes from its checkpoint")

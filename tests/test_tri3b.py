@@ -237,6 +237,24 @@ def test_hybrid_on_fmllr_features_decodes_in_tri3b_two_passes(systems, tmp_path)
     np.testing.assert_array_equal(loaded.adaptation.fmllr_model.gmm.means,
                                   tri3b.model.gmm.means)
 
+    # From files (asr train-hybrid --transforms): the same network, bit for bit.
+    from asr.features import write_archive
+    from asr.nnet import save_targets
+    from asr.transforms.fmllr import save_transforms
+    write_archive(tmp_path / "feats", systems["raw"], tri3b.features)
+    save_targets(tmp_path / "targets.npz", pdf_targets(alignments))
+    save_transforms(tmp_path / "trans.npz", transforms)
+    assert cli_main(["train-hybrid", "--data", str(systems["root"] / "data/train"),
+                     "--feats", str(tmp_path / "feats"), "--targets",
+                     str(tmp_path / "targets.npz"), "--base", str(systems["root"] / "tri3b"),
+                     "--transforms", str(tmp_path / "trans.npz"), "--out",
+                     str(tmp_path / "cli_dnn"), "--no-progress", "--set", "hidden_dim=64",
+                     "--set", "num_layers=2", "--set", "context_left=3", "--set",
+                     "context_right=3", "--set", "epochs=3", "--set", "num_threads=1"]) == 0
+    files = [json.loads((tmp_path / d / "manifest.json").read_text())["files"]
+             for d in ("dnn", "cli_dnn")]
+    assert files[0] == files[1]
+
     decoder = loaded.decoder(dataclasses.replace(loaded.decoding, acoustic_scale=0.2))
     result, hyps = _decode(hybrid, systems, transforms_out=tmp_path / "a.npz")
     again, loaded_hyps = _decode(loaded, systems, transforms_out=tmp_path / "b.npz")

@@ -132,7 +132,8 @@ def decoding_graph(lexicon: Lexicon, tree: ContextTree, tm: TransitionModel,
 
     lang = make_lang(lexicon, cfg.silence_prob)
     g = make_g(cfg.grammar, lang, base_dir, weight=cfg.lm_weight)
-    hclg_cfg = HclgConfig(context="word", transition_scale=cfg.transition_scale,
+    hclg_cfg = HclgConfig(context="cross" if tree.cross_word else "word",
+                          transition_scale=cfg.transition_scale,
                           self_loop_scale=cfg.self_loop_scale)
     if cache is None:
         return compile_hclg(lang, g, tree, tm, hclg_cfg)

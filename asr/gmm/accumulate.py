@@ -65,6 +65,7 @@ class Labeller:
     beam: float = 10.0
     retry_beam: float = 40.0
     min_posterior: float = 1e-5
+    cross_word: bool | None = None    # training graphs' contexts (None: the tree's)
 
 
 @dataclass(eq=False)
@@ -281,7 +282,8 @@ def run_pass(task: PassTask) -> PassResult:
                 _moments(result.sums, applied["moments"][utt])
                 continue
             graph = (training_graph(words, label.lexicon, label.tree, label.tm,
-                                    label.silence_prob) if need_graph else None)
+                                    label.silence_prob, label.cross_word)
+                     if need_graph else None)
             labels = _label(label, graph, feats[utt], saved.get(utt), result, utt)
             result.utts += 1
             if labels is None:

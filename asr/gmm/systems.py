@@ -131,7 +131,15 @@ def previous_labeller(previous: AsrSystem, view: FeatureView, cfg: GmmTrainConfi
     """Labels from ``previous``'s alignments of ``view``'s features (its model input)."""
     return Labeller(gmm_of(previous.model), view, previous.lexicon, previous.tree,
                     previous.tm, mode, cfg.silence_prob, cfg.align_acoustic_scale,
-                    cfg.align_beam, cfg.align_retry_beam)
+                    cfg.align_beam, cfg.align_retry_beam,
+                    cross_word=new_tree_cross_word(previous, cfg))
+
+
+def new_tree_cross_word(previous: AsrSystem, cfg: GmmTrainConfig) -> bool:
+    """Whether the tree grown on ``previous``'s alignments spans word boundaries: as
+    ``cfg.cross_word`` says, or as ``previous``'s tree (word-internal after a monophone).
+    The alignments that gather its statistics use contexts of the same kind."""
+    return previous.tree.cross_word if cfg.cross_word is None else cfg.cross_word
 
 
 def train_triphone(utts: list[Utterance] | UtteranceSource, previous: AsrSystem,
@@ -193,7 +201,9 @@ def _build(stats: ContextStats, variance: np.ndarray, previous: AsrSystem,
     log.info("tree questions: %d (%s)", len(questions), cfg.questions)
     tree, leaf_stats = build_tree(stats, topo, questions, cfg.num_leaves, cfg.tree_min_count,
                                   var_floor=cfg.var_floor * float(variance.min()))
-    log.info("tree: %d leaves from %d seen contexts", tree.num_pdfs, len(stats.stats))
+    tree.cross_word = new_tree_cross_word(previous, cfg)
+    log.info("tree: %d leaves from %d seen %s contexts", tree.num_pdfs, len(stats.stats),
+             "cross-word" if tree.cross_word else "word-internal")
     return tree, _gmm_from_leaf_stats(leaf_stats, cfg.var_floor * variance)
 
 

@@ -82,6 +82,8 @@ class GmmTrainConfig:
     questions: str = "classes"           # tree questions: "classes" (the lexicon's phonetic
                                          # classes) or "data" (those plus phone sets
                                          # clustered on the data, Kaldi's cluster-phones)
+    cross_word: bool | None = None       # a new tree's contexts span word boundaries
+                                         # (Kaldi's); None: as the previous tree's
     min_gaussian_occ: float = 3.0
     min_posterior: float = 1e-5          # Baum-Welch: smaller state posteriors are dropped
     var_floor: float = 0.01              # variance floor, as a fraction of the global variance

@@ -92,16 +92,18 @@ class GraphBuilder:
         self.start: dict[int, tuple[float, float]] = {}
         self.final: dict[int, tuple[float, float]] = {}
 
-    def chain(self, phones: tuple[int, ...], word: int = -1) -> tuple[int, int]:
-        """Add the states of a phone sequence (word-internal triphone contexts).
+    def chain(self, phones: tuple[int, ...], word: int = -1, left_context: int = -1,
+              right_context: int = -1) -> tuple[int, int]:
+        """Add the states of a phone sequence, its outer phones in the given contexts
+        (-1: a boundary, as in word-internal triphones).
 
         Returns (first node, last node).
         """
         first = len(self.nodes)
         prev = -1
         for i, phone in enumerate(phones):
-            left = phones[i - 1] if i > 0 else -1
-            right = phones[i + 1] if i + 1 < len(phones) else -1
+            left = phones[i - 1] if i > 0 else left_context
+            right = phones[i + 1] if i + 1 < len(phones) else right_context
             for state in range(self.tm.topology.num_states(phone)):
                 node = len(self.nodes)
                 ts = self.tm.tstate(phone, state)
@@ -154,14 +156,19 @@ class GraphBuilder:
 
 
 def training_graph(words: list[str], lexicon: Lexicon, tree: ContextTree, tm: TransitionModel,
-                   silence_prob: float = 0.5) -> Graph:
+                   silence_prob: float = 0.5, cross_word: bool | None = None) -> Graph:
     """Linear graph of a transcript: optional silence before, between and after the words.
 
-    Every pronunciation of a word is a parallel path.
+    Every pronunciation of a word is a parallel path. ``cross_word`` (None: the tree's
+    ``cross_word``) gives a word's edge phones the neighbouring phone as context (see
+    :func:`_cross_word_graph`); a monophone system aligning for a cross-word tree's
+    statistics builds it so.
     """
     missing = [w for w in words if w not in lexicon.prons]
     if missing:
         raise DataError(None, f"transcript word {missing[0]!r} is not in the lexicon")
+    if tree.cross_word if cross_word is None else cross_word:
+        return _cross_word_graph(words, lexicon, tree, tm, silence_prob)
     b = GraphBuilder(lexicon, tree, tm)
     index = lexicon.word_index
     log_sil, log_nosil = np.log(silence_prob), np.log1p(-silence_prob)
@@ -187,4 +194,88 @@ def training_graph(words: list[str], lexicon: Lexicon, tree: ContextTree, tm: Tr
         b.set_final(last, owed)
     if not words:  # silence only
         b.set_start(0, 0.0)
+    return b.build()
+
+
+SILENCE_PHONE = 0
+
+
+def _cross_word_graph(words: list[str], lexicon: Lexicon, tree: ContextTree,
+                      tm: TransitionModel, silence_prob: float) -> Graph:
+    """:func:`training_graph` with cross-word triphones, as Kaldi's C o L o (linear G).
+
+    A word's first phone takes as left context the previous word's last phone, or silence
+    (phone 0) after optional silence, or -1 at the utterance's start; its last phone, the
+    next word's first phone, silence, or -1 at the end. Each edge phone gets one copy per
+    context it can have (a one-phone word one per pair), and arcs join only copies whose
+    contexts agree, so every path's contexts are those of its phone sequence. Silence keeps
+    (-1, 0, -1): its tree root is never split.
+    """
+    b = GraphBuilder(lexicon, tree, tm)
+    index = lexicon.word_index
+    log_sil, log_nosil = np.log(silence_prob), np.log1p(-silence_prob)
+    prons = [lexicon.prons[w] for w in words]
+    # per word position: entries (left context, first node, first phone) and exits
+    # (right context, last node, last phone) of every pronunciation's copies
+    entries: list[list[tuple[int, int, int]]] = []
+    exits: list[list[tuple[int, int, int]]] = []
+    for i, word in enumerate(words):
+        lefts = sorted({SILENCE_PHONE, -1} if i == 0 else
+                       {SILENCE_PHONE} | {p[-1] for p in prons[i - 1]})
+        rights = sorted({SILENCE_PHONE, -1} if i + 1 == len(words) else
+                        {SILENCE_PHONE} | {p[0] for p in prons[i + 1]})
+        ins, outs = [], []
+        for pron in prons[i]:
+            if len(pron) == 1:
+                for left in lefts:
+                    for right in rights:
+                        first, last = b.chain(pron, index[word], left, right)
+                        ins.append((left, first, pron[0]))
+                        outs.append((right, last, pron[-1]))
+                continue
+            heads = [(left, *b.chain(pron[:1], index[word], left, pron[1])) for left in lefts]
+            tails = [(right, *b.chain(pron[-1:], -1, pron[-2], right)) for right in rights]
+            middle = b.chain(pron[1:-1], -1, pron[0], pron[-1]) if len(pron) > 2 else None
+            for left, first, last in heads:
+                ins.append((left, first, pron[0]))
+                for _, tail_first, _ in ([(None, middle[0], None)] if middle else tails):
+                    b.link(last, tail_first)
+            if middle:
+                for _, tail_first, _ in tails:
+                    b.link(middle[1], tail_first)
+            outs += [(right, last, pron[-1]) for right, _, last in tails]
+        entries.append(ins)
+        exits.append(outs)
+
+    def into(i: int, left: int, from_node: int, weight: float) -> None:
+        """Arcs from ``from_node`` into word ``i``'s copies whose left context is ``left``."""
+        for context, first, _ in entries[i]:
+            if context == left:
+                b.link(from_node, first, weight)
+
+    sil_first, sil_last = b.silence()
+    if not words:                       # silence only
+        b.set_start(sil_first, 0.0)
+        b.set_final(sil_last, 0.0)
+        return b.build()
+    b.set_start(sil_first, log_sil)
+    into(0, SILENCE_PHONE, sil_last, 0.0)
+    for context, first, _ in entries[0]:
+        if context == -1:
+            b.set_start(first, log_nosil)
+    for i in range(len(words)):
+        sil_first, sil_last = b.silence()
+        for right, last, phone in exits[i]:
+            if right == SILENCE_PHONE:
+                b.link(last, sil_first, log_sil)
+            elif i + 1 == len(words):
+                b.set_final(last, log_nosil)
+            else:
+                for context, first, next_phone in entries[i + 1]:
+                    if next_phone == right and context == phone:
+                        b.link(last, first, log_nosil)
+        if i + 1 < len(words):
+            into(i + 1, SILENCE_PHONE, sil_last, 0.0)
+        else:
+            b.set_final(sil_last, 0.0)
     return b.build()

@@ -4,7 +4,9 @@ A ``ContextTree`` has one root per (phone, hmm state). A monophone system has a 
 under each root; a triphone system grows each root by questions about the left or right
 context phone ("is the left phone a nasal?"), chosen greedily by the gain in likelihood of
 one diagonal Gaussian per leaf, until a target number of leaves (tied states) is reached.
-Context phone ``-1`` is the word boundary (contexts are word-internal).
+Context phone ``-1`` is the word boundary in a word-internal tree (Kaldi's old default)
+and the utterance edge in a cross-word tree (``cross_word``), whose word-edge phones take
+the neighbouring word's phone, or silence (phone 0), as context.
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ class _Node:
 class ContextTree:
     """Decision tree(s) mapping a phone in context to a pdf id."""
 
-    def __init__(self, nodes: list[_Node], roots: dict[tuple[int, int], int]):
+    def __init__(self, nodes: list[_Node], roots: dict[tuple[int, int], int],
+                 cross_word: bool = False):
         self.nodes = nodes
         self.roots = roots
+        self.cross_word = cross_word      # contexts span word boundaries (graphs follow)
         self.num_pdfs = 1 + max(n.pdf for n in nodes)
 
     @classmethod
@@ -52,14 +56,20 @@ class ContextTree:
         return node.pdf
 
     def to_dict(self) -> dict:
-        return {"roots": [[p, s, i] for (p, s), i in sorted(self.roots.items())],
-                "nodes": [[n.pdf, n.position, sorted(n.phones), n.yes, n.no] for n in self.nodes]}
+        out = {"roots": [[p, s, i] for (p, s), i in sorted(self.roots.items())],
+               "nodes": [[n.pdf, n.position, sorted(n.phones), n.yes, n.no] for n in self.nodes]}
+        if self.cross_word:         # absent: word-internal (every tree written before)
+            out["cross_word"] = True
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "ContextTree":
         nodes = [_Node(pdf, pos, frozenset(phones), yes, no)
                  for pdf, pos, phones, yes, no in data["nodes"]]
-        return cls(nodes, {(p, s): i for p, s, i in data["roots"]})
+        cross_word = data.get("cross_word", False)
+        if not isinstance(cross_word, bool):
+            raise ValueError(f"tree 'cross_word' must be true or false, got {cross_word!r}")
+        return cls(nodes, {(p, s): i for p, s, i in data["roots"]}, cross_word)
 
 
 class ContextStats:

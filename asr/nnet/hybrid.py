@@ -150,7 +150,8 @@ def load_targets(path: str | Path) -> dict[str, np.ndarray]:
 def train_hybrid_from_files(data_dir: str | Path, feats_dir: str | Path,
                             targets_path: str | Path, base_dir: str | Path, cfg: NnetConfig,
                             train_dir: str | Path, out_dir: str | Path,
-                            progress: bool = True) -> AsrSystem:
+                            progress: bool = True,
+                            transforms_path: str | Path | None = None) -> AsrSystem:
     """``train_hybrid`` on files; rank 0 saves the system into ``out_dir``.
 
     Parameters
@@ -162,6 +163,10 @@ def train_hybrid_from_files(data_dir: str | Path, feats_dir: str | Path,
     base_dir : the GMM system whose tree, transitions, lexicon and decoding are reused.
     train_dir : settings, checkpoint and history of the training (see ``train_nnet``).
     out_dir : where the hybrid system is saved (replaced).
+    transforms_path : speaker -> fMLLR transform of the base system (a tri3b), as
+        ``save_transforms`` writes them (``Experiment.alignments`` keeps them beside the
+        targets): the network then reads the base system's fMLLR features, ``feats_dir``
+        holds the base system's features, and the hybrid adapts as the base does.
 
     Under ``torchrun`` every process trains its shard and returns the same system; rank 0
     alone writes into ``train_dir`` and ``out_dir``.
@@ -173,12 +178,39 @@ def train_hybrid_from_files(data_dir: str | Path, feats_dir: str | Path,
     data = DataDir.load(data_dir)
     features = read_archive_config(feats_dir)
     raw = {u: f for u, f in read_archive(feats_dir).items() if u in data.utt2spk}
-    feats = apply_pipeline(raw, features, data.utt2spk)
     targets = load_targets(targets_path)
     base = AsrSystem.load(base_dir)
+    if transforms_path is None:
+        feats = apply_pipeline(raw, features, data.utt2spk)
+    else:
+        feats = _fmllr_features(base, features, raw, data.utt2spk, feats_dir, transforms_path)
+        features = None
     utts = [Utterance(u, feats[u], data.text[u]) for u in sorted(feats)]
     system = train_hybrid(utts, targets, base, features, cfg, train_dir, progress)
     if ddp.process_rank() == 0:
         system.save(out_dir)
         log.info("hybrid system saved in %s", out_dir)
     return system
+
+
+def _fmllr_features(base: AsrSystem, archive_features: FeatureConfig,
+                    raw: dict[str, np.ndarray], utt2spk: dict[str, str], feats_dir,
+                    transforms_path) -> dict[str, np.ndarray]:
+    """The base system's model input of ``raw`` through each speaker's fMLLR transform."""
+    from asr.transforms.fmllr import apply_fmllr, load_transforms
+
+    if base.adaptation is None:
+        raise ModelError(None, "fMLLR transforms given for a base system that does not adapt "
+                         "to speakers (no adaptation.json); use a tri3b system")
+    if archive_features.base_dim != base.features.base_dim or \
+            archive_features.kind != base.features.kind:
+        raise DataError(Path(feats_dir), f"holds {archive_features.kind} features of "
+                        f"{archive_features.base_dim} dimensions; the base system reads "
+                        f"{base.features.kind} of {base.features.base_dim}")
+    transforms = load_transforms(transforms_path)
+    missing = sorted({utt2spk[u] for u in raw} - set(transforms))
+    if missing:
+        raise DataError(Path(transforms_path), f"no transform for speaker {missing[0]!r} "
+                        f"({len(missing)} speakers of the training data have none)")
+    return {u: apply_fmllr(transforms[utt2spk[u]], x).astype(np.float32, copy=False)
+            for u, x in base.model_input(raw, utt2spk).items()}
