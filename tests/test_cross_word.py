@@ -1,6 +1,9 @@
 """Cross-word triphones: a word's edge phones take the neighbouring word's phone (or
 silence) as context in training graphs, in HCLG (Kaldi's C transducer) and in the trees
 grown from them."""
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -143,7 +146,6 @@ def test_a_cross_word_triphone_trains_saves_and_decodes(shared_data, tmp_path):
     from asr.scoring import compute_wer
     from asr.system import AsrSystem
     from asr.training import Utterance
-    from pathlib import Path
 
     prepare_fsdd_connected(shared_data / "fsdd", tmp_path / "data", 120, 40, seed=0)
     train, test = DataDir.load(tmp_path / "data/train"), DataDir.load(tmp_path / "data/test")
@@ -158,9 +160,8 @@ def test_a_cross_word_triphone_trains_saves_and_decodes(shared_data, tmp_path):
         realign_iters=[1, 2, 3, 4, 6, 8, 10]), decoding, progress=False)
     tri_cfg = GmmTrainConfig(num_iters=10, num_leaves=150, max_gaussians=500, mixup_iters=6,
                              realign_iters=[5, 8])
-    import dataclasses
     word, _ = train_triphone(utts, mono, tri_cfg, decoding, progress=False)
-    cross, result = train_triphone(utts, mono, dataclasses.replace(tri_cfg, cross_word=True),
+    cross, _ = train_triphone(utts, mono, dataclasses.replace(tri_cfg, cross_word=True),
                                    decoding, progress=False)
     assert cross.tree.cross_word and not word.tree.cross_word
     cross.save(tmp_path / "cross")
@@ -169,7 +170,8 @@ def test_a_cross_word_triphone_trains_saves_and_decodes(shared_data, tmp_path):
 
     silence = 0
     first = {p[0] for prons in lexicon.prons.values() for p in prons}
-    contexts = {tuple(c) for g in result_graphs(cross, utts[:20]) for c in g.context}
+    contexts = {tuple(c) for u in utts[:20] for c in training_graph(
+        u.words, cross.lexicon, cross.tree, cross.tm).context}
     assert any(c[0] == silence and c[1] in first for c in contexts)
 
     test_feats = apply_pipeline(compute_archive_in_memory(test.wavs, cfg, progress=False), cfg,
@@ -181,6 +183,3 @@ def test_a_cross_word_triphone_trains_saves_and_decodes(shared_data, tmp_path):
     print({k: v.line() for k, v in wers.items()})
     assert wers["cross"].wer <= wers["word"].wer + 5.0, {k: v.line() for k, v in wers.items()}
 
-
-def result_graphs(system, utts):
-    return [training_graph(u.words, system.lexicon, system.tree, system.tm) for u in utts]
