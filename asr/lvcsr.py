@@ -684,9 +684,8 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                           if hybrid else cfg)
             sweep = s.dnn_sweep if hybrid else s.sweep
             marker = ex.system_dir(name) / "decoded.json"
-            key = {"manifest": sha256_of(ex.system_dir(name) / "manifest.json"),
-                   "decode": dataclasses.asdict(system_cfg), "sweep": dataclasses.asdict(sweep),
-                   "rescore": None if rescore is None else [str(p) for p in rescore]}
+            key = _decode_key(ex, name, system_cfg, sweep, rescore,
+                              ex_dnn if name == "dnn" else ex)
             done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
             if done.get("key") == key and not args.force:
                 log.info("%s: decoded before with this model and these settings; kept", name)
@@ -756,6 +755,24 @@ def work_dir(ex: Experiment, system: str) -> Path:
     return ex.exp / "train_jobs" / system
 
 
+def _decode_key(ex: Experiment, system: str, cfg: DecoderConfig, sweep: SweepConfig,
+                rescore: tuple[Path, Path] | None, features: Experiment) -> dict:
+    """What decoding ``system`` on dev and test depends on: the search and sweep settings,
+    and the sha256 of the model's manifest, the lexicon, the LMs, and each set's transcripts,
+    speakers and feature archive index."""
+    files = {"model": ex.system_dir(system) / "manifest.json",
+             "lexicon": ex.data / "lang" / "lexicon.txt", "grammar": Path(cfg.grammar)}
+    files.update({f"rescore_{k}": path for k, path in enumerate(rescore or ())})
+    for name in ("dev", "test"):
+        files.update({f"{name}_{f}": ex.data / name / f for f in ("text", "utt2spk")})
+        files.update({f"{name}_{f}": features.feat_dir(name) / f
+                      for f in ("feats.index", "config.json")})
+    return {"decode": {**dataclasses.asdict(cfg), "grammar": None},
+            "sweep": dataclasses.asdict(sweep),
+            "sha256": {k: sha256_of(path) if path.is_file() else None
+                       for k, path in sorted(files.items())}}
+
+
 def _decode_cfg(ex: Experiment, s: LvcsrSettings) -> DecoderConfig:
     """The decode settings with G = the decoding LM."""
     return dataclasses.replace(s.decode, grammar=str(lm_path(ex, s.lm.order).resolve()))
@@ -766,7 +783,8 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
     from asr.results import write_results_md
 
     lm = json.loads((ex.exp / "lm" / "lm.json").read_text(encoding="utf-8"))
-    chain = {"mono": "mono: monophone", "tri": "tri: word-internal triphones on MFCC + deltas",
+    contexts = "cross-word" if s.tri.cross_word else "word-internal"
+    chain = {"mono": "mono: monophone", "tri": f"tri: {contexts} triphones on MFCC + deltas",
              "tri2b": "tri2b: LDA+MLLT over spliced MFCCs, on tri's alignments",
              "tri3b": "tri3b: speaker-adaptive training with fMLLR on tri2b's front end, "
                       "decoded in two passes (one transform per test speaker)",
