@@ -107,8 +107,10 @@ def cmd_info(args) -> int:
                       "features": dataclasses.asdict(system.features),
                       "transform": None if system.transform is None else
                       [system.transform.dim, system.transform.input_dim],
+                      "cross_word": system.tree.cross_word,
                       "adaptation": None if system.adaptation is None else
-                      system.adaptation.settings(),
+                      {**system.adaptation.settings(), "models": {
+                          name: m.model_type for name, m in system.adaptation.models().items()}},
                       "decoding": dataclasses.asdict(system.decoding)}, indent=2))
     return 0
 

@@ -206,7 +206,7 @@ def test_align_adapted_aligns_training_speakers_on_their_fmllr_features(systems)
     assert none == {} and len(si_only) == 5
 
 
-def test_hybrid_on_fmllr_features_decodes_in_tri3b_two_passes(systems, tmp_path):
+def test_hybrid_on_fmllr_features_decodes_in_tri3b_two_passes(systems, tmp_path, capsys):
     """The network trains on each training speaker's fMLLR features (align_adapted's
     transforms); the saved system keeps tri3b's front end, transform and both GMMs (first
     pass at the GMM's acoustic scale), reloads with their types, and decodes the held-out
@@ -233,6 +233,11 @@ def test_hybrid_on_fmllr_features_decodes_in_tri3b_two_passes(systems, tmp_path)
     assert settings["model_types"] == {"si_acoustic": "gmm", "fmllr_acoustic": "gmm"}
     loaded = AsrSystem.load(tmp_path / "dnn")
     assert loaded.model.model_type != "gmm"
+    capsys.readouterr()
+    assert cli_main(["info", str(tmp_path / "dnn")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["adaptation"]["models"] == {"si_acoustic": "gmm", "fmllr_acoustic": "gmm"}
+    assert info["cross_word"] is False and info["transform"] == [40, 91]
     assert loaded.adaptation.fmllr_model.model_type == "gmm"
     np.testing.assert_array_equal(loaded.adaptation.fmllr_model.gmm.means,
                                   tri3b.model.gmm.means)
