@@ -780,7 +780,7 @@ def _decode_cfg(ex: Experiment, s: LvcsrSettings) -> DecoderConfig:
 
 def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes: str) -> None:
     """RESULTS.md: WER table (dev, test), then the LMs, graphs, chosen weights and speed."""
-    from asr.results import write_results_md
+    from asr.results import dev_choice_section, write_results_md
 
     lm = json.loads((ex.exp / "lm" / "lm.json").read_text(encoding="utf-8"))
     contexts = "cross-word" if s.tri.cross_word else "word-internal"
@@ -834,10 +834,13 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
                      f"{r['rtf']:.4f} | {rescoring} |")
     rows = [n for name in s.systems for n in summary
             if n == name or re.fullmatch(re.escape(name) + r"_\d+gram", n)]
+    hybrids = [h for h in HYBRIDS if h in s.systems]
+    sections = ["\n".join(lines)]
+    if len(hybrids) > 1:
+        sections.append(dev_choice_section(ex.results / "results.json", hybrids, ["dev"]))
     write_results_md(ex.results / "results.json", ex.results / "RESULTS.md",
                      f"{ex.corpus}: word error rates", system_order=rows,
-                     test_set_order=["dev", "test"], notes=notes,
-                     sections=["\n".join(lines)])
+                     test_set_order=["dev", "test"], notes=notes, sections=sections)
 
 
 __all__ = ["LatticeSet", "LmConfig", "LvcsrSettings", "SweepConfig", "arpa_counts", "arpa_words",

@@ -234,6 +234,27 @@ def _runs_section(store: dict, systems: Sequence[str]) -> list[str]:
     return out + [""]
 
 
+def dev_choice(json_path: str | Path, systems: Sequence[str], dev_sets: Sequence[str]
+               ) -> tuple[str, dict[str, int]]:
+    """The one of ``systems`` with the fewest errors summed over ``dev_sets`` (ties: the
+    first listed), and each one's sum; a dev set some system lacks is left out."""
+    results = load_results(json_path)
+    shared = [d for d in dev_sets if all(d in results.get(x, {}) for x in systems)]
+    errors = {x: sum(results[x][d]["errors"] for d in shared) for x in systems}
+    return min(systems, key=lambda x: errors[x]), errors
+
+
+def dev_choice_section(json_path: str | Path, systems: Sequence[str],
+                       dev_sets: Sequence[str]) -> str:
+    """RESULTS.md's paragraph naming the hybrid input that wins on dev."""
+    best, errors = dev_choice(json_path, systems, dev_sets)
+    return ("## Hybrid input, chosen on dev\n\nErrors summed over the dev sets ("
+            + ", ".join(f"`{d}`" for d in dev_sets) + "): "
+            + ", ".join(f"{x} {errors[x]}" for x in systems)
+            + f". The fewest win (ties: the first): **{best}** is the hybrid of this table "
+            "that the goals are judged on; the other input is reported beside it.")
+
+
 def seed_spread_table(json_path: str | Path, systems: Sequence[str],
                       test_sets: Sequence[str],
                       mean_rows: dict[str, Sequence[str]] | None = None) -> str:

@@ -63,7 +63,7 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     assert "| mono |" in md and "| tri3b |" in md and "%WER" in md
     assert "## Chosen on dev" in md
     assert "## Hybrid `dnn` over 2 seeds" in md and "| heldout mean |" in md
-    assert "## Hybrid `dnn_fmllr` over 2 seeds" in md
+    assert "## Hybrid `dnn_fmllr` over 2 seeds" in md and "## Hybrid input, chosen on dev" in md
     runs = load_runs(fsdd_run / "results/fsdd/results.json")
     assert runs["mono"]["settings"]["mono"]["num_iters"] == 8          # overrides recorded
     assert "--set mono.num_iters=8" in runs["mono"]["command"]

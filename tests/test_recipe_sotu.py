@@ -132,6 +132,7 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
     assert (exp / "tri3b/ali_train/targets.npz").is_file()   # aligned once for both hybrids
     text = (tmp_path / "results/sotu/RESULTS.md").read_text()
     assert "dnn_fmllr: the hybrid on tri3b's fMLLR features" in text
+    assert "## Hybrid input, chosen on dev" in text
 
     before = results_json.read_text()
     markers = {s: (exp / s / "decoded.json").read_text() for s in systems}

@@ -177,3 +177,18 @@ def test_plot_curves_png_is_deterministic(tmp_path):
 def test_results_json_is_plain_json(store):
     stored = json.loads(store.read_text())
     assert {k: v["test_sets"] for k, v in stored["systems"].items()} == load_results(store)
+
+
+def test_dev_choice_sums_errors_over_shared_dev_sets_and_breaks_ties_by_order(tmp_path):
+    from asr.results import dev_choice, dev_choice_section, record_system
+    from asr.scoring import compute_wer
+
+    path = tmp_path / "results.json"
+    refs = {"u1": ["a", "b"], "u2": ["c"]}
+    for system, hyps in (("x", {"u1": ["a"], "u2": ["c"]}), ("y", {"u1": ["a", "b"], "u2": []})):
+        record_system(path, system, {"dev": compute_wer(refs, hyps),
+                                     "dev2": compute_wer(refs, refs)}, {"command": "t"})
+    record_system(path, "z", {"dev": compute_wer(refs, refs)}, {"command": "t"})
+    assert dev_choice(path, ["x", "y"], ["dev", "dev2"]) == ("x", {"x": 1, "y": 1})
+    assert dev_choice(path, ["x", "z"], ["dev", "dev2"]) == ("z", {"x": 1, "z": 0})  # dev only
+    assert "**z**" in dev_choice_section(path, ["x", "z"], ["dev", "dev2"])

@@ -55,8 +55,8 @@ from asr.lvcsr import SweepConfig, decode_lattices, score_sweep
 from asr.nnet import NnetConfig, train_hybrid
 from asr.recipe import (Stage, recipe_arguments, resolve_settings, run_parallel, run_recipe,
                         run_record, run_stages, seed_everything, setup_logging, write_settings)
-from asr.results import (load_results, plot_curves, plot_results, seed_spread_table,
-                         write_results_md)
+from asr.results import (dev_choice_section, load_results, plot_curves, plot_results,
+                         seed_spread_table, write_results_md)
 from asr.scoring import compute_wer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -461,7 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                     gmm, ex.utterances(name, raw=True), ex.data_dir(name).utt2spk,
                     transforms[name])], None
 
+            prepared = time.perf_counter() - start
+            seconds = {}
             for hybrid in hybrids:
+                begin = time.perf_counter()
                 utts, features = inputs(hybrid)
 
                 def train(name, cfg):
@@ -486,15 +489,20 @@ def main(argv: list[str] | None = None) -> int:
                 for system, seed in todo[fold].items():
                     if hybrid_of(system) == hybrid and not (s.dnn_dropouts and system == hybrid):
                         train(system, dataclasses.replace(s.dnn, seed=seed, dropout=dropout))
-            return time.perf_counter() - start
+                networks = sum(hybrid_of(x) == hybrid for x in todo[fold])
+                # per network: its own training, and its share of the features and alignments
+                seconds[hybrid] = ((time.perf_counter() - begin) / networks
+                                   + prepared / len(todo[fold]))
+            return seconds
         todo = {fold: {system: seed for system, seed in s.dnn_systems(fold).items()  # folds
                        if not (ex.system_dir(f"{fold}/{system}") / "manifest.json").exists()}
                 for fold in folds.names}           # finished before an interruption stay
         order = sorted((fold for fold in folds.names if todo[fold]),   # longest first
                        key=lambda fold: -len(ex.data_dir(f"{fold}/train")) * len(todo[fold]))
         seconds = run_parallel([lambda fold=fold: task(fold) for fold in order], s.jobs)
-        for fold, sec in zip(order, seconds):
-            timed(f"train/{fold}/dnn", sec / len(todo[fold]))    # per network, both hybrids
+        for fold, per_hybrid in zip(order, seconds):
+            for hybrid, sec in per_hybrid.items():
+                timed(f"train/{fold}/{hybrid}", sec)
 
     def hmmlearn():
         def task(fold, t):   # it tunes nothing: it trains on the dev recordings too
@@ -621,6 +629,10 @@ def main(argv: list[str] | None = None) -> int:
                             "sets at the decoding settings; the fewest win (ties: the first "
                             "tried), and the hybrid's other seeds train at its choice.\n\n"
                             + "\n".join(rows))
+        if len(s.hybrids) > 1:
+            sections.append(dev_choice_section(
+                ex.results / "results.json", s.hybrids,
+                [d.column for fold in folds.names for d in folds.devs(fold)]))
         extra_rows = []
         for hybrid in s.hybrids:
             seeded = list(s.dnn_systems(heldout[0] if heldout else "main", hybrid))
@@ -755,10 +767,10 @@ def _training_data(s: Settings) -> str:
         copies += [noisy] if a.noise_snrs else []
         text += (" The hybrids also train on augmented copies: " + "; ".join(copies)
                  if copies else " The hybrids train on the clean recordings too")
-        text += (". Its validation utterances are drawn by source recording, so a copy "
+        text += (". Their validation utterances are drawn by source recording, so a copy "
                  "never validates its own original.")
         gmm = s.gmms[-1]
-        text += (f" Its frame targets are {gmm}'s forced alignments"
+        text += (f" Their frame targets are {gmm}'s forced alignments"
                  + (" on fMLLR-adapted features (first an alignment by the speaker-independent "
                     "model, then one transform per speaker, then the adapted alignment)"
                     if gmm == "tri3b" else "") + ".")
