@@ -147,6 +147,16 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def planted_scores(pdfs, num_pdfs: int, rng, noise: float):
+    """(T, num_pdfs) log-likelihoods whose best pdf in frame t is ``pdfs[t]`` (0 against
+    -30, plus Gaussian noise of std ``noise``), and ``pdfs`` as an array."""
+    import numpy as np
+    pdfs = np.asarray(pdfs)
+    loglik = np.full((len(pdfs), num_pdfs), -30.0)
+    loglik[np.arange(len(pdfs)), pdfs] = 0.0
+    return loglik + rng.normal(scale=noise, size=loglik.shape), pdfs
+
+
 def toy_frames(num_utts=6, dim=5, num_pdfs=4, seed=0):
     """utt -> (T, dim) random frames and utt -> (T,) targets: the argmax of the first
     ``num_pdfs`` dimensions (a network learns them quickly)."""

@@ -11,6 +11,7 @@ from asr.decoder import Decoder, DecoderConfig, align, decoding_graph
 from asr.hmm import ContextTree, Topology, TransitionModel, training_graph
 from asr.hmm.tree import LEFT, RIGHT, _Node
 from asr.lexicon import Lexicon
+from conftest import planted_scores
 
 WORDS = [("ALPHA", ["AA", "L"]), ("BRAVO", ["B", "R", "AO"]), ("DELTA", ["D", "EH"]),
          ("ECHO", ["EY", "K", "OW"]), ("OH", ["OW"]), ("OH", ["AO"])]
@@ -58,9 +59,7 @@ def _planted(lex, tree, tm, words, prons, silences, rng):
             left = right = -1
         pdfs += [tree.pdf(left, p, right, s) for s in range(tm.topology.num_states(p))
                  for _ in range(rng.integers(2, 6))]
-    loglik = np.full((len(pdfs), tree.num_pdfs), -30.0)
-    loglik[np.arange(len(pdfs)), pdfs] = 0.0
-    return loglik + rng.normal(scale=0.3, size=loglik.shape), np.array(pdfs)
+    return planted_scores(pdfs, tree.num_pdfs, rng, 0.3)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -7,6 +7,7 @@ import pytest
 from asr.decoder import Decoder, DecoderConfig, align, decoding_graph
 from asr.hmm import ContextTree, Topology, TransitionModel, training_graph
 from asr.lexicon import Lexicon
+from conftest import planted_scores
 
 WORDS = [("ALPHA", ["AA", "L"]), ("BRAVO", ["B", "R", "AO"]), ("DELTA", ["D", "EH"]),
          ("ECHO", ["EY", "K", "OW"])]
@@ -37,9 +38,7 @@ def _planted(lex, tree, tm, words, rng, silence=True):
             right = pron[k + 1] if k + 1 < len(pron) else -1
             pdfs += [tree.pdf(left, p, right, s) for s in range(tm.topology.num_states(p))
                      for _ in range(rng.integers(2, 7))]
-    loglik = np.full((len(pdfs), tree.num_pdfs), -30.0)
-    loglik[np.arange(len(pdfs)), pdfs] = 0.0
-    return loglik + rng.normal(scale=0.5, size=loglik.shape), np.array(pdfs)
+    return planted_scores(pdfs, tree.num_pdfs, rng, 0.5)
 
 
 @pytest.mark.parametrize("seed", range(5))
