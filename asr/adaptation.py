@@ -102,6 +102,21 @@ def speaker_transforms(gmm: "DiagGmm", feats_by_utt: Mapping[str, np.ndarray],
     return transforms, aux
 
 
+def apply_speaker_transforms(feats: Mapping[str, np.ndarray], utt2spk: Mapping[str, str],
+                             transforms: Mapping[str, np.ndarray], source=None
+                             ) -> dict[str, np.ndarray]:
+    """utt -> (T, D) features through their speaker's fMLLR W (D, D+1), as float32. A
+    speaker without a transform is a DataError naming ``source`` (the transforms' file)."""
+    from asr.transforms.fmllr import apply_fmllr
+
+    missing = sorted({utt2spk.get(u) for u in feats} - set(transforms), key=str)
+    if missing:
+        raise DataError(source, f"no fMLLR transform for speaker {missing[0]!r} "
+                        f"({len(missing)} speaker(s) of the data have none)")
+    return {utt: apply_fmllr(transforms[utt2spk[utt]], mat).astype(np.float32, copy=False)
+            for utt, mat in feats.items()}
+
+
 def spk2utt_of(utt2spk: Mapping[str, str], utts: Sequence[str]) -> dict[str, list[str]]:
     """speaker -> its utterances among ``utts`` (in their order); a DataError names an
     utterance without a speaker."""
@@ -142,7 +157,6 @@ def adapt_features(system: "AsrSystem", feats: dict[str, np.ndarray],
     transforms : speaker -> W (D, D+1) float64 (``save_transforms`` writes ``trans.npz``).
     """
     from asr.gmm.lda_mllt import silence_pdfs
-    from asr.transforms.fmllr import apply_fmllr
 
     cfg = system.adaptation
     if cfg is None:
@@ -169,6 +183,4 @@ def adapt_features(system: "AsrSystem", feats: dict[str, np.ndarray],
         targets[utt] = (np.arange(len(pdfs)), pdfs,
                         np.where(silence[pdfs], cfg.silence_weight, 1.0))
     transforms, _ = speaker_transforms(gmm, feats, targets, spk2utt, cfg.min_count, cfg.iters)
-    adapted = {utt: apply_fmllr(transforms[utt2spk[utt]], mat).astype(np.float32, copy=False)
-               for utt, mat in feats.items()}
-    return adapted, transforms
+    return apply_speaker_transforms(feats, utt2spk, transforms), transforms

@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asr.adaptation import gmm_of, speaker_transforms, spk2utt_of
+from asr.adaptation import apply_speaker_transforms, gmm_of, speaker_transforms, spk2utt_of
 from asr.decoder import DecoderConfig
-from asr.errors import DataError
 from asr.gmm.diag_gmm import DiagGmm
 from asr.gmm.accumulate import FmllrRequest, Labeller, PassResult, PassTask, run_passes
 from asr.gmm.lda_mllt import silence_pdfs
@@ -49,7 +48,7 @@ from asr.gmm.train import (GmmTrainConfig, TrainResult, _views_for, _work_dir, a
 from asr.gmm.update import mle_update
 from asr.system import AsrSystem, SpeakerAdaptation
 from asr.training import Utterance
-from asr.transforms.fmllr import DEFAULT_ITERS, DEFAULT_MIN_COUNT, apply_fmllr
+from asr.transforms.fmllr import DEFAULT_ITERS, DEFAULT_MIN_COUNT
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,7 @@ def adapted_utterances(system: AsrSystem, utts_raw: list[Utterance], utt2spk: di
                        transforms: dict[str, np.ndarray]) -> list[Utterance]:
     """What a speaker-adapted system's model scores: the model input of each utterance
     (T, D) through its speaker's fMLLR transform (``align_adapted``'s). An utterance whose
-    speaker has no transform is a DataError naming both."""
+    speaker has no transform is a DataError naming the speaker."""
     si = system.model_input({u.utt: u.feats for u in utts_raw}, utt2spk)
     return _adapted([Utterance(u.utt, si[u.utt], u.words) for u in utts_raw], utt2spk,
                     transforms)
@@ -223,12 +222,8 @@ def adapted_utterances(system: AsrSystem, utts_raw: list[Utterance], utt2spk: di
 
 def _adapted(si_utts: list[Utterance], utt2spk: dict[str, str],
              transforms: dict[str, np.ndarray]) -> list[Utterance]:
-    missing = next((u.utt for u in si_utts if utt2spk.get(u.utt) not in transforms), None)
-    if missing is not None:
-        raise DataError(None, f"utterance {missing!r}: no fMLLR transform for its speaker "
-                        f"{utt2spk.get(missing)!r}")
-    return [Utterance(u.utt, apply_fmllr(transforms[utt2spk[u.utt]], u.feats).astype(
-        np.float32, copy=False), u.words) for u in si_utts]
+    adapted = apply_speaker_transforms({u.utt: u.feats for u in si_utts}, utt2spk, transforms)
+    return [Utterance(u.utt, adapted[u.utt], u.words) for u in si_utts]
 
 
 def _alignment_targets(pdfs: np.ndarray, silence: np.ndarray, silence_weight: float):

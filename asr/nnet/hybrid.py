@@ -197,7 +197,8 @@ def _fmllr_features(base: AsrSystem, archive_features: FeatureConfig,
                     raw: dict[str, np.ndarray], utt2spk: dict[str, str], feats_dir,
                     transforms_path) -> dict[str, np.ndarray]:
     """The base system's model input of ``raw`` through each speaker's fMLLR transform."""
-    from asr.transforms.fmllr import apply_fmllr, load_transforms
+    from asr.adaptation import apply_speaker_transforms
+    from asr.transforms.fmllr import load_transforms
 
     if base.adaptation is None:
         raise ModelError(None, "fMLLR transforms given for a base system that does not adapt "
@@ -207,10 +208,5 @@ def _fmllr_features(base: AsrSystem, archive_features: FeatureConfig,
         raise DataError(Path(feats_dir), f"holds {archive_features.kind} features of "
                         f"{archive_features.base_dim} dimensions; the base system reads "
                         f"{base.features.kind} of {base.features.base_dim}")
-    transforms = load_transforms(transforms_path)
-    missing = sorted({utt2spk[u] for u in raw} - set(transforms))
-    if missing:
-        raise DataError(Path(transforms_path), f"no transform for speaker {missing[0]!r} "
-                        f"({len(missing)} speakers of the training data have none)")
-    return {u: apply_fmllr(transforms[utt2spk[u]], x).astype(np.float32, copy=False)
-            for u, x in base.model_input(raw, utt2spk).items()}
+    return apply_speaker_transforms(base.model_input(raw, utt2spk), utt2spk,
+                                    load_transforms(transforms_path), Path(transforms_path))
