@@ -106,19 +106,33 @@ class ExactSum:
             self._touched[name].append(np.asarray(rows, dtype=np.int64))
 
     def flush(self) -> None:
-        """End the current block: round what :meth:`stage` gathered, add it exactly."""
+        """End the current block: round what :meth:`stage` gathered, add it exactly.
+        All statistics of the block are rounded in one call (a block may be one short
+        utterance, so the per-call cost counts)."""
+        blocks = []                            # (name, rows or None, values)
         for name, staged in self._staged.items():
             touched = self._touched[name]
             if not touched:
                 continue
             if staged.ndim == 0 or any(len(t) == 0 for t in touched):
-                self.add(name, staged)
+                blocks.append((name, None, staged.copy()))
                 staged[...] = 0.0
             else:
                 rows = np.unique(np.concatenate(touched))
-                self.add(name, staged[rows], rows)
+                blocks.append((name, rows, staged[rows]))
                 staged[rows] = 0.0
             touched.clear()
+        if not blocks:
+            return
+        fixed = to_fixed(np.concatenate([values.ravel() for _, _, values in blocks]))
+        start = 0
+        for name, rows, values in blocks:
+            limbs = fixed[:, start:start + values.size].reshape(3, *values.shape)
+            start += values.size
+            if rows is None:
+                self.limbs[name] += limbs
+            else:
+                self.limbs[name][:, rows] += limbs
 
     def add(self, name: str, values: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Add one block: ``values`` (shape of the statistic), or with ``rows`` (K,) unique

@@ -35,7 +35,7 @@ from asr.decoder.decoder import align
 from asr.exact import ExactSum, from_fixed, to_fixed
 from asr.gmm.diag_gmm import DiagGmm
 from asr.gmm.source import FeatureView, UtteranceSource
-from asr.gmm.stats import GmmStats
+from asr.gmm.stats import GmmStats, gaussian_statistics
 from asr.hmm.forward_backward import forward_backward
 from asr.hmm.graph import Graph, training_graph
 from asr.hmm.transitions import TransitionModel
@@ -276,6 +276,7 @@ def run_pass(task: PassTask) -> PassResult:
             dims.update({k: next(iter(v.values())).shape[1] for k, v in applied.items()})
             result = PassResult(ExactSum(_shapes(task, dims)))
         targets = {}
+        batch = _Batch()
         for utt, _, words in utts:
             if label.mode == "none":
                 result.utts += 1
@@ -291,11 +292,16 @@ def run_pass(task: PassTask) -> PassResult:
             frames, nodes, pdfs, weights, tcounts = labels
             if label.mode == "align":
                 new_paths[utt] = (nodes, pdfs, graph.tstate[nodes])
-            _accumulate(task, result, graph, utt, frames, nodes, pdfs, weights, tcounts,
-                        feats[utt], {k: v[utt] for k, v in applied.items()})
+            _accumulate(task, result, graph, frames, nodes, pdfs, weights,
+                        {k: v[utt] for k, v in applied.items()})
+            batch.add(task, frames, pdfs, weights, tcounts, feats[utt],
+                      {k: v[utt] for k, v in applied.items()})
+            if batch.frames >= _BATCH_FRAMES:
+                batch.flush(task, result.sums)
             if task.fmllr is not None:
                 targets[utt] = (frames, pdfs, weights * np.where(
                     task.fmllr.silence[pdfs], task.fmllr.silence_weight, 1.0))
+        batch.flush(task, result.sums)
         result.sums.flush()          # one speaker: one block of the exact sums
         result.flush_tree()
         if task.fmllr is not None:
@@ -357,30 +363,77 @@ def path_transition_counts(graph: Graph, path: np.ndarray, num_tids: int) -> np.
     return _tstate_transition_counts(path, graph.tstate[path], num_tids)
 
 
-def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
-                frames: np.ndarray, nodes: np.ndarray, pdfs: np.ndarray, weights: np.ndarray,
-                tcounts: np.ndarray, label_feats: np.ndarray, feats: dict[str, np.ndarray]
-                ) -> None:
-    sums = result.sums
-    if task.gmm is not None:
-        used = np.unique(pdfs)
-        sub, gauss = _sub_gmm(task.gmm, used)
-        stats = GmmStats(sub.num_gauss, sub.dim)
-        local = np.searchsorted(used, pdfs)
-        if task.two_feats_view is not None:
-            from asr.gmm.sat import _accumulate_two_feats
+_BATCH_FRAMES = 65536     # labelled rows gathered before GMM and MLLT statistics are added
 
-            _accumulate_two_feats(stats, sub, feats["gmm"][frames], feats["two"][frames],
-                                  local)
-        else:
-            stats.accumulate(sub, feats["gmm"], frames, local, weights)
-        sums.stage("occ", stats.occ, gauss)
-        sums.stage("first", stats.first, gauss)
-        sums.stage("second", stats.second, gauss)
-        sums.stage("gmm_ll", np.array(stats.log_likelihood))
-        sums.stage("gmm_frames", np.array(stats.frames))
-        nz = np.flatnonzero(tcounts)
-        sums.stage("tcounts", tcounts[nz], nz)
+
+class _Batch:
+    """One speaker's labelled rows (or up to ``_BATCH_FRAMES`` of them), gathered over its
+    utterances so that GMM and MLLT statistics are added in one vectorised call each."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {}
+        self.tcounts: np.ndarray | None = None
+        self.frames = 0
+
+    def add(self, task: PassTask, frames: np.ndarray, pdfs: np.ndarray, weights: np.ndarray,
+            tcounts: np.ndarray, label_feats: np.ndarray, feats: dict[str, np.ndarray]) -> None:
+        rows = {}
+        if task.gmm is not None:
+            rows.update(gmm_x=feats["gmm"][frames], pdfs=pdfs, weights=weights)
+            if task.two_feats_view is not None:
+                rows["two_x"] = feats["two"][frames]
+            self.tcounts = tcounts if self.tcounts is None else self.tcounts + tcounts
+        if task.mllt is not None:
+            w = weights * np.where(task.mllt.silence[pdfs], task.mllt.silence_weight, 1.0)
+            keep = w > 0
+            rows.update(mllt_x=label_feats[frames[keep]], mllt_pdfs=pdfs[keep],
+                        mllt_w=w[keep])
+        for key, value in rows.items():
+            self.parts.setdefault(key, []).append(value)
+        self.frames += len(frames)
+
+    def flush(self, task: PassTask, sums: ExactSum) -> None:
+        """Stage the gathered rows' statistics into the current block of ``sums``."""
+        if self.frames == 0:
+            return
+        cat = {key: np.concatenate(parts) for key, parts in self.parts.items()}
+        if task.gmm is not None:
+            if task.two_feats_view is not None:
+                # posteriors on the adapted features, statistics of the SI ones
+                rows, occ, first, second, _ = gaussian_statistics(
+                    task.gmm, cat["gmm_x"], cat["pdfs"], cat["weights"], cat["two_x"])
+                # the SI log-likelihood under the final model, for the log line only
+                loglik = gaussian_statistics(task.gmm, cat["two_x"], cat["pdfs"],
+                                             cat["weights"])[4]
+            else:
+                rows, occ, first, second, loglik = gaussian_statistics(
+                    task.gmm, cat["gmm_x"], cat["pdfs"], cat["weights"])
+            sums.stage("occ", occ, rows)
+            sums.stage("first", first, rows)
+            sums.stage("second", second, rows)
+            sums.stage("gmm_ll", np.array(loglik))
+            sums.stage("gmm_frames", np.array(float(cat["weights"].sum())))
+            nz = np.flatnonzero(self.tcounts)
+            sums.stage("tcounts", self.tcounts[nz], nz)
+        if task.mllt is not None:
+            from asr.transforms import accumulate_mllt
+
+            mllt = accumulate_mllt(task.label.gmm, cat["mllt_x"], cat["mllt_pdfs"],
+                                   weights=cat["mllt_w"])
+            sums.stage("mllt_beta", np.array(mllt.beta))
+            sums.stage("mllt_G", mllt.G)
+        self.clear()
+
+
+def _accumulate(task: PassTask, result: PassResult, graph: Graph, frames: np.ndarray,
+                nodes: np.ndarray, pdfs: np.ndarray, weights: np.ndarray,
+                feats: dict[str, np.ndarray]) -> None:
+    """Add one utterance's moments, tree and LDA statistics (GMM and MLLT ones go through
+    :class:`_Batch`)."""
+    sums = result.sums
     if task.moments_view is not None:
         _moments(sums, feats["moments"])
     if task.tree_view is not None:
@@ -397,15 +450,6 @@ def _accumulate(task: PassTask, result: PassResult, graph: Graph, utt: str,
         sums.stage("lda_counts", lda.counts)
         sums.stage("lda_first", lda.first)
         sums.stage("lda_second", lda.second)
-    if task.mllt is not None:
-        from asr.transforms import accumulate_mllt
-
-        w = weights * np.where(task.mllt.silence[pdfs], task.mllt.silence_weight, 1.0)
-        keep = w > 0
-        mllt = accumulate_mllt(task.label.gmm, label_feats[frames[keep]], pdfs[keep],
-                               weights=w[keep])
-        sums.stage("mllt_beta", np.array(mllt.beta))
-        sums.stage("mllt_G", mllt.G)
 
 
 def _moments(sums: ExactSum, feats: np.ndarray) -> None:
@@ -413,15 +457,6 @@ def _moments(sums: ExactSum, feats: np.ndarray) -> None:
     sums.stage("mom_n", np.array(float(len(x))))
     sums.stage("mom_sum", x.sum(axis=0))
     sums.stage("mom_sq", (x * x).sum(axis=0))
-
-
-def _sub_gmm(gmm: DiagGmm, pdfs: np.ndarray) -> tuple[DiagGmm, np.ndarray]:
-    """The mixtures of ``pdfs`` (K,) as a GMM of K pdfs, and its Gaussians' indices (G',)
-    in ``gmm``."""
-    gauss, local = gmm.gaussians_of(pdfs)
-    owner = np.repeat(np.arange(len(pdfs)), np.diff(local))
-    return DiagGmm(gmm.means[gauss], gmm.variances[gauss], gmm.log_weights[gauss], owner,
-                   len(pdfs)), gauss
 
 
 def _speaker_fmllr(task: PassTask, result: PassResult, spk: str, targets: dict,

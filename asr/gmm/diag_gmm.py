@@ -41,8 +41,12 @@ class DiagGmm:
         # (2D, G): contiguous so that scoring is one plain GEMM.
         self._proj_t = np.ascontiguousarray(np.hstack([self.means * inv, -0.5 * inv]).T,
                                             dtype=np.float32)
-        self._const = (self.log_weights - 0.5 * (self.dim * LOG_2PI + np.log(self.variances).sum(1)
-                                                 + (self.means ** 2 * inv).sum(1))).astype(np.float32)
+        const = self.log_weights - 0.5 * (self.dim * LOG_2PI + np.log(self.variances).sum(1)
+                                          + (self.means ** 2 * inv).sum(1))
+        self._const = const.astype(np.float32)
+        # (G, 2D) rows and (G,) in float64, gathered per frame by component_posteriors
+        self._proj_rows = np.hstack([self.means * inv, -0.5 * inv])
+        self._const64 = const
 
     def gaussian_log_likelihoods(self, feats: np.ndarray, gauss: slice | None = None
                                  ) -> np.ndarray:
@@ -67,6 +71,35 @@ class DiagGmm:
             return _logsumexp_blocks(self.gaussian_log_likelihoods(feats), self.offsets)
         return np.concatenate([self.log_likelihoods(feats[i:i + chunk], chunk)
                                for i in range(0, len(feats), chunk)])
+
+    def component_posteriors(self, feats: np.ndarray, pdfs: np.ndarray, chunk: int = 4096
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Posteriors of the Gaussians of each row's own pdf, in float64.
+
+        feats (K, D), pdfs (K,) int -> ``gauss`` (K, M) int, ``post`` (K, M), ``loglik``
+        (K,): row k's pdf has Gaussians ``gauss[k, :n]`` with posteriors ``post[k, :n]``
+        (n its size, M the largest size among ``pdfs``; the rest of the row repeats the
+        pdf's first Gaussian at posterior 0), and ``loglik[k]`` is the log-likelihood of
+        row k under its pdf. Only the rows' own Gaussians are scored (K x M x 2D work).
+        """
+        x = np.asarray(feats, dtype=np.float64)
+        pdfs = np.asarray(pdfs, dtype=np.int64)
+        sizes = np.diff(self.offsets)[pdfs]
+        width = int(sizes.max()) if len(pdfs) else 1
+        cols = np.arange(width)
+        valid = cols < sizes[:, None]
+        gauss = self.offsets[pdfs][:, None] + np.where(valid, cols, 0)
+        ll = np.empty(gauss.shape)
+        for i in range(0, len(x), chunk):
+            block, g = x[i:i + chunk], gauss[i:i + chunk]
+            ll[i:i + chunk] = np.einsum("kd,kmd->km", np.hstack([block, block * block]),
+                                        self._proj_rows[g]) + self._const64[g]
+        ll[~valid] = -np.inf
+        peak = ll.max(axis=1, keepdims=True)
+        post = np.exp(ll - peak)
+        norm = post.sum(axis=1, keepdims=True)
+        post /= norm
+        return gauss, post, peak[:, 0] + np.log(norm[:, 0])
 
     def gaussians_of(self, pdfs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The Gaussians of ``pdfs`` (K,): their indices (G',) in pdf order, and (K+1,)

@@ -41,7 +41,6 @@ from asr.gmm.accumulate import FmllrRequest, Labeller, PassResult, PassTask, run
 from asr.gmm.lda_mllt import silence_pdfs
 from asr.gmm.model import GmmAcousticModel
 from asr.gmm.source import FeatureView, MemorySource, UtteranceSource
-from asr.gmm.stats import GmmStats
 from asr.gmm.systems import align_utterances, previous_labeller, system_view, tree_from_stats
 from asr.gmm.train import (GmmTrainConfig, TrainResult, _views_for, _work_dir, as_source,
                            train_gmm_hmm)
@@ -278,30 +277,3 @@ def _alignment_model(result: TrainResult, si_view: FeatureView, cfg: SatConfig, 
     log.info("alignment model: %.0f frames, SI log-likelihood per frame %.4f",
              stats.frames, stats.log_likelihood / max(stats.frames, 1.0))
     return si_gmm
-
-
-def _accumulate_two_feats(stats: GmmStats, gmm: DiagGmm, post_feats: np.ndarray,
-                          feats: np.ndarray, pdfs: np.ndarray) -> None:
-    """Add an aligned utterance: Gaussian posteriors within each frame's pdf on
-    ``post_feats`` (T, D), statistics of ``feats`` (T, D)."""
-    pdfs = np.asarray(pdfs, dtype=np.int64)
-    order = np.argsort(pdfs, kind="stable")
-    for idx in np.split(order, np.flatnonzero(np.diff(pdfs[order])) + 1):
-        if len(idx) == 0:
-            continue
-        p = int(pdfs[idx[0]])
-        g = slice(gmm.offsets[p], gmm.offsets[p + 1])
-        ll = gmm.gaussian_log_likelihoods(np.asarray(post_feats[idx], dtype=np.float64),
-                                          g).astype(np.float64)
-        post = np.exp(ll - ll.max(axis=1, keepdims=True))
-        post /= post.sum(axis=1, keepdims=True)
-        x = np.asarray(feats[idx], dtype=np.float64)
-        stats.occ[g] += post.sum(axis=0)
-        stats.first[g] += post.T @ x
-        stats.second[g] += post.T @ (x * x)
-        # SI log-likelihood of the frames under the final model, for the log line only
-        si_ll = gmm.gaussian_log_likelihoods(x, g).astype(np.float64)
-        peak = si_ll.max(axis=1)
-        stats.log_likelihood += float(np.sum(peak + np.log(np.exp(si_ll - peak[:, None])
-                                                           .sum(axis=1))))
-    stats.frames += float(len(pdfs))

@@ -33,7 +33,7 @@ import numpy as np
 if TYPE_CHECKING:
     from asr.gmm.diag_gmm import DiagGmm
 
-_CHUNK = 2048           # (frame, Gaussian) pairs per outer-product block: 2048 * D^2 doubles
+_CHUNK = 2048           # frames (or Gaussians) per block: 2048 * D^2 doubles
 
 
 @dataclass(eq=False)
@@ -91,19 +91,30 @@ class MlltStats:
                              f"statistics of dimension {self.dim}")
         if not frames.shape == gauss.shape == post.shape:
             raise ValueError("frames, gauss and post must have the same shape (N,)")
-        keep = post != 0
-        frames, gauss, post = frames[keep], gauss[keep], post[keep]
-        order = np.argsort(gauss, kind="stable")
-        frames, gauss, post = frames[order], gauss[order], post[order]
+        # G_i = sum_t c_ti x_t x_t^T - sum_m (1/var_m[i]) (s_m mu_m^T + mu_m s_m^T
+        #       - gamma_m mu_m mu_m^T), with c_ti = sum_m gamma_tm / var_m[i] and s_m, gamma_m
+        # the first- and zeroth-order sums of Gaussian m: frames x D^3 work, not pairs x D^3.
+        from scipy.sparse import csr_matrix
+
+        share = csr_matrix((post, (frames, gauss)), shape=(len(x), len(means)))
+        inv = 1.0 / np.asarray(variances, dtype=np.float64)
+        weight = share @ inv                                          # (T, D): c_ti
+        gamma = np.asarray(share.sum(axis=0)).ravel()                 # (G,)
+        used = np.flatnonzero(gamma)
+        first = (share.T @ x)[used]                                   # (G', D)
+        mu, inv, gamma = np.asarray(means, dtype=np.float64)[used], inv[used], gamma[used]
         d = self.dim
         flat = self.G.reshape(d, d * d)
-        for lo in range(0, len(post), _CHUNK):
-            f, g, p = frames[lo:lo + _CHUNK], gauss[lo:lo + _CHUNK], post[lo:lo + _CHUNK]
-            resid = x[f] - means[g]                                   # (n, D)
-            outer = (resid * p[:, None])[:, :, None] * resid[:, None, :]   # (n, D, D)
-            starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-            scatter = np.add.reduceat(outer, starts, axis=0).reshape(len(starts), d * d)
-            flat += (1.0 / variances[g[starts]]).T @ scatter         # (D, G') @ (G', D*D)
+        for lo in range(0, len(x), _CHUNK):
+            xb = x[lo:lo + _CHUNK]
+            flat += weight[lo:lo + _CHUNK].T @ (xb[:, :, None] * xb[:, None, :]).reshape(-1, d * d)
+        for lo in range(0, len(mu), _CHUNK):
+            a, m, g = inv[lo:lo + _CHUNK], mu[lo:lo + _CHUNK], gamma[lo:lo + _CHUNK]
+            cross = ((a[:, :, None] * first[lo:lo + _CHUNK, None, :]).reshape(-1, d * d).T @ m
+                     ).reshape(d, d, d)                               # sum_m a_i s_j mu_k
+            self.G -= cross + cross.transpose(0, 2, 1)
+            self.G += (((a * g[:, None])[:, :, None] * m[:, None, :]).reshape(-1, d * d).T @ m
+                       ).reshape(d, d, d)
         self.beta += float(post.sum())
         return self
 
@@ -129,20 +140,10 @@ def accumulate_mllt(gmm: "DiagGmm", feats: np.ndarray, pdfs: np.ndarray,
         raise ValueError(f"labels of shape {pdfs.shape} for {len(x)} frames")
     w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
     stats = MlltStats.zeros(gmm.dim) if stats is None else stats
-    frames, gauss, post = [], [], []
-    for pdf in np.unique(pdfs):
-        idx = np.flatnonzero(pdfs == pdf)
-        lo, hi = int(gmm.offsets[pdf]), int(gmm.offsets[pdf + 1])
-        ll = gmm.gaussian_log_likelihoods(x[idx], slice(lo, hi)).astype(np.float64)
-        ll = np.exp(ll - ll.max(axis=1, keepdims=True))
-        ll /= ll.sum(axis=1, keepdims=True)
-        frames.append(np.repeat(idx, hi - lo))
-        gauss.append(np.tile(np.arange(lo, hi), len(idx)))
-        post.append((ll * w[idx, None]).ravel())
-    if not frames:
-        return stats
-    return stats.accumulate(x, gmm.means, gmm.variances, np.concatenate(frames),
-                            np.concatenate(gauss), np.concatenate(post))
+    gauss, post, _ = gmm.component_posteriors(x, pdfs)
+    width = gauss.shape[1]
+    return stats.accumulate(x, gmm.means, gmm.variances, np.repeat(np.arange(len(x)), width),
+                            gauss.ravel(), (post * w[:, None]).ravel())
 
 
 def mllt_auxiliary(stats: MlltStats, A: np.ndarray) -> float:
