@@ -73,33 +73,35 @@ class DiagGmm:
                                for i in range(0, len(feats), chunk)])
 
     def component_posteriors(self, feats: np.ndarray, pdfs: np.ndarray, chunk: int = 4096
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Posteriors of the Gaussians of each row's own pdf, in float64.
 
-        feats (K, D), pdfs (K,) int -> ``gauss`` (K, M) int, ``post`` (K, M), ``loglik``
-        (K,): row k's pdf has Gaussians ``gauss[k, :n]`` with posteriors ``post[k, :n]``
-        (n its size, M the largest size among ``pdfs``; the rest of the row repeats the
-        pdf's first Gaussian at posterior 0), and ``loglik[k]`` is the log-likelihood of
-        row k under its pdf. Only the rows' own Gaussians are scored (K x M x 2D work).
+        feats (K, D), pdfs (K,) int -> ``rows`` (P,), ``gauss`` (P,), ``post`` (P,) and
+        ``loglik`` (K,): one (row, Gaussian) pair for each Gaussian of each row's pdf,
+        grouped by row (P = the rows' pdf sizes summed); ``loglik[k]`` is the
+        log-likelihood of row k under its pdf. Only the rows' own Gaussians are scored
+        (P x 2D work).
         """
         x = np.asarray(feats, dtype=np.float64)
         pdfs = np.asarray(pdfs, dtype=np.int64)
         sizes = np.diff(self.offsets)[pdfs]
-        width = int(sizes.max()) if len(pdfs) else 1
-        cols = np.arange(width)
-        valid = cols < sizes[:, None]
-        gauss = self.offsets[pdfs][:, None] + np.where(valid, cols, 0)
-        ll = np.empty(gauss.shape)
-        for i in range(0, len(x), chunk):
-            block, g = x[i:i + chunk], gauss[i:i + chunk]
-            ll[i:i + chunk] = np.einsum("kd,kmd->km", np.hstack([block, block * block]),
-                                        self._proj_rows[g]) + self._const64[g]
-        ll[~valid] = -np.inf
-        peak = ll.max(axis=1, keepdims=True)
-        post = np.exp(ll - peak)
-        norm = post.sum(axis=1, keepdims=True)
-        post /= norm
-        return gauss, post, peak[:, 0] + np.log(norm[:, 0])
+        rows = np.repeat(np.arange(len(pdfs)), sizes)
+        first = np.concatenate([[0], np.cumsum(sizes)])[:-1]       # each row's first pair
+        gauss = np.repeat(self.offsets[pdfs] - first, sizes) + np.arange(len(rows))
+        ll = np.empty(len(rows))
+        for lo in range(0, len(x), chunk):
+            a, b = first[lo], first[lo + chunk] if lo + chunk < len(x) else len(rows)
+            block = x[lo:lo + chunk]
+            xx = np.hstack([block, block * block])[rows[a:b] - lo]
+            ll[a:b] = np.einsum("pd,pd->p", xx, self._proj_rows[gauss[a:b]])
+        ll += self._const64[gauss]
+        if not len(rows):
+            return rows, gauss, ll, np.zeros(0)
+        peak = np.maximum.reduceat(ll, first)
+        post = np.exp(ll - peak[rows])
+        norm = np.add.reduceat(post, first)
+        post /= norm[rows]
+        return rows, gauss, post, peak + np.log(norm)
 
     def gaussians_of(self, pdfs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The Gaussians of ``pdfs`` (K,): their indices (G',) in pdf order, and (K+1,)

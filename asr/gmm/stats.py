@@ -53,7 +53,7 @@ def gaussian_statistics(gmm: DiagGmm, feats: np.ndarray, pdfs: np.ndarray,
     whose statistics are gathered (default ``feats``): posteriors on one set, statistics of
     another (the SAT alignment model, Kaldi's ``gmm-acc-stats-twofeats``).
 
-    Returns rows (G',) the Gaussians touched, their occ (G',), first and second (G', D'),
+    Returns the Gaussians touched (G',), their occ (G',), first and second (G', D'),
     and the weighted log-likelihood of ``feats`` (a float). All rows at once: no loop over
     pdfs or utterances.
     """
@@ -62,11 +62,9 @@ def gaussian_statistics(gmm: DiagGmm, feats: np.ndarray, pdfs: np.ndarray,
     x = np.asarray(feats, dtype=np.float64)
     y = x if stats_feats is None else np.asarray(stats_feats, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
-    gauss, post, loglik = gmm.component_posteriors(x, pdfs)
-    post *= w[:, None]
-    rows, local = np.unique(gauss, return_inverse=True)
-    width = gauss.shape[1]
-    share = csr_matrix((post.ravel(), (local.ravel(), np.repeat(np.arange(len(x)), width))),
-                       shape=(len(rows), len(x)))
+    rows, gauss, post, loglik = gmm.component_posteriors(x, pdfs)
+    post *= w[rows]
+    used, local = np.unique(gauss, return_inverse=True)
+    share = csr_matrix((post, (local, rows)), shape=(len(used), len(x)))
     occ = np.asarray(share.sum(axis=1)).ravel()
-    return rows, occ, share @ y, share @ (y * y), float(w @ loglik)
+    return used, occ, share @ y, share @ (y * y), float(w @ loglik)

@@ -140,10 +140,8 @@ def accumulate_mllt(gmm: "DiagGmm", feats: np.ndarray, pdfs: np.ndarray,
         raise ValueError(f"labels of shape {pdfs.shape} for {len(x)} frames")
     w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
     stats = MlltStats.zeros(gmm.dim) if stats is None else stats
-    gauss, post, _ = gmm.component_posteriors(x, pdfs)
-    width = gauss.shape[1]
-    return stats.accumulate(x, gmm.means, gmm.variances, np.repeat(np.arange(len(x)), width),
-                            gauss.ravel(), (post * w[:, None]).ravel())
+    rows, gauss, post, _ = gmm.component_posteriors(x, pdfs)
+    return stats.accumulate(x, gmm.means, gmm.variances, rows, gauss, post * w[rows])
 
 
 def mllt_auxiliary(stats: MlltStats, A: np.ndarray) -> float:
