@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Collection
 
 import numpy as np
+from tqdm import tqdm
 
 from asr.data import DataDir
 from asr.decoder import DecoderConfig
@@ -230,7 +231,7 @@ class Experiment:
         With an ``executor`` the test set is split into ``executor.nj`` parts (by speaker;
         by utterance when it has fewer speakers than jobs) and each job decodes its part;
         hypotheses, scores and transforms are the same as from one job (see
-        :func:`_decode_job`).
+        :func:`decode_job`).
         """
         if executor is not None:
             return self._decode_jobs(system, test_set, cfg, column, features, executor)
@@ -267,7 +268,7 @@ class Experiment:
         hyps: dict[str, list[str]] = {}
         transforms: dict[str, np.ndarray] = {}
         frames = 0
-        for part in executor.map(_decode_job, tasks, desc=f"decode {system} {column}"):
+        for part in executor.map(decode_job, tasks, desc=f"decode {system} {column}"):
             hyps.update(part["hyps"])
             transforms.update(part["transforms"])
             frames += part["frames"]
@@ -303,7 +304,8 @@ def _features_job(task: tuple) -> dict[str, str]:
 
 @dataclass
 class DecodeJob:
-    """One job of :meth:`Experiment.decode`: the utterances ``utts`` of a test set."""
+    """One job of :meth:`Experiment.decode` (or, with ``lattices``, of
+    ``asr.lvcsr.decode_lattices``): the utterances ``utts`` of a test set."""
 
     system_dir: str
     feat_dir: str
@@ -313,10 +315,13 @@ class DecodeJob:
     graph_cache: str
     skip_bad: bool
     progress: bool
+    lattices: bool = False
 
 
-def _decode_job(job: DecodeJob) -> dict:
-    """Hypotheses of one part of a test set: ``{"hyps", "transforms", "frames"}``.
+def decode_job(job: DecodeJob) -> dict:
+    """Hypotheses of one part of a test set: ``{"hyps", "transforms", "frames"}``; with
+    ``job.lattices``, its lattices instead: ``{"lattices", "words", "seconds",
+    "transforms", "frames"}`` (``seconds``: adaptation, scoring and search in this job).
 
     The features of every speaker the part touches are read and normalised whole, so
     per-speaker CMVN and a speaker-adapted system's fMLLR see exactly what one job sees
@@ -338,8 +343,20 @@ def _decode_job(job: DecodeJob) -> dict:
     feats = model.model_input({u: raw[u] for u in utts if u in raw}, utt2spk)
     decoder = model.decoder(job.cfg, cache=Path(job.graph_cache))
     transforms: dict[str, np.ndarray] = {}
-    hyps = decode_with(model, decoder, feats, job.progress, utt2spk, transforms,
-                       only=job.utts)
-    own = {data.utt2spk[u] for u in hyps}
-    return {"hyps": hyps, "transforms": {s: w for s, w in transforms.items() if s in own},
-            "frames": sum(len(feats[u]) for u in hyps)}
+    if job.lattices:
+        start = time.perf_counter()
+        feats, transforms = model.adapt(feats, utt2spk, decoder, job.progress)
+        out = {"lattices": {}, "words": decoder.graph.words}
+        for utt in tqdm(sorted(set(job.utts) & set(feats)), desc="decode lattices",
+                        disable=not job.progress, leave=False):
+            scores = model.model.log_likelihoods(feats[utt])
+            out["lattices"][utt] = decoder.search.decode_lattice(scores)[1]
+        out["seconds"] = time.perf_counter() - start
+        done = out["lattices"]
+    else:
+        done = out = {"hyps": decode_with(model, decoder, feats, job.progress, utt2spk,
+                                          transforms, only=job.utts)}
+    own = {data.utt2spk[u] for u in done}
+    out.update(transforms={s: w for s, w in transforms.items() if s in own},
+               frames=sum(len(feats[u]) for u in done))
+    return out

@@ -38,21 +38,19 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
-
 from asr.data import DataDir
 from asr.data.download import sha256_of
 from asr.data.librispeech import prepare_librispeech
-from asr.decoder import Decoder, DecoderConfig
+from asr.decoder import DecoderConfig
 from asr.errors import DataError
-from asr.experiment import Experiment
+from asr.experiment import DecodeJob, Experiment, decode_job
 from asr.features import FeatureConfig
 from asr.fileio import atomic_dir, write_json, write_text
 from asr.gmm.lda_mllt import LdaMlltConfig
 from asr.gmm.sat import SatConfig
 from asr.gmm.systems import HmmConfig
 from asr.gmm.train import GmmTrainConfig
-from asr.jobs import ClusterConfig
+from asr.jobs import ClusterConfig, Executor, InProcessExecutor, split_data
 from asr.lexicon import Lexicon
 from asr.nnet.config import NnetConfig
 from asr.oov import count_oov, map_oov
@@ -258,28 +256,38 @@ class LatticeSet:
 
 
 def decode_lattices(ex: Experiment, system: str, names: list[str], cfg: DecoderConfig,
-                    features: Experiment | None = None) -> dict[str, LatticeSet]:
-    """Decode sets into lattices with ``system`` (its graph read once, from the cache).
+                    features: Experiment | None = None, executor: Executor | None = None
+                    ) -> dict[str, LatticeSet]:
+    """Decode sets into lattices with ``system`` (its graph read from the cache).
 
     A speaker-adapted system (tri3b) first decodes each set's best paths and adapts to its
-    speakers (``AsrSystem.adapt``); the lattices are those of the second pass.
+    speakers (``AsrSystem.adapt``); the lattices are those of the second pass. With an
+    ``executor`` each set is split by speaker into ``executor.nj`` parts, one job each
+    (``asr.experiment.DecodeJob``): the lattices and transforms are those of one job, and
+    ``seconds`` adds up the jobs' times (one process's real-time factor).
     """
-    model = ex.load_system(system)
-    graph = model.graph(cfg, cache=ex.graph_cache)
-    decoder = Decoder(graph, cfg)
+    executor = executor or InProcessExecutor(progress=False)
+    # the graph is built (or found) here, once: the jobs read it from the cache
+    ex.load_system(system).graph(cfg, cache=ex.graph_cache)
     out = {}
     for name in names:
-        feats = (features or ex).load_features(name, model)    # pipeline + transform
-        lattices, frames = {}, 0
-        start = time.perf_counter()
-        feats, transforms = model.adapt(feats, ex.data_dir(name).utt2spk, decoder, ex.progress)
-        for utt in tqdm(sorted(feats), desc=f"decode {name}", disable=not ex.progress,
-                        leave=False):
-            scores = model.model.log_likelihoods(feats[utt])
-            _, lattices[utt] = decoder.search.decode_lattice(scores)
-            frames += len(feats[utt])
-        out[name] = LatticeSet(lattices, graph.words, time.perf_counter() - start, frames,
-                               transforms)
+        data = ex.data_dir(name)
+        parts = split_data(data.path, executor.nj, per_utt=executor.nj > len(data.spk2utt))
+        tasks = [DecodeJob(str(ex.system_dir(system).resolve()),
+                           str((features or ex).feat_dir(name).resolve()),
+                           str(data.path.resolve()), part.utts, cfg,
+                           str(ex.graph_cache.resolve()), ex.skip_bad,
+                           ex.progress and executor.in_process, lattices=True)
+                 for part in parts]
+        lattices, transforms, seconds, frames, words = {}, {}, 0.0, 0, []
+        for part in executor.map(decode_job, tasks, desc=f"decode {system} {name}"):
+            lattices.update(part["lattices"])
+            transforms.update(part["transforms"])
+            seconds += part["seconds"]
+            frames += part["frames"]
+            words = part["words"]
+        out[name] = LatticeSet({u: lattices[u] for u in sorted(lattices)}, words, seconds,
+                               frames, transforms)
     return out
 
 
@@ -347,15 +355,17 @@ def score_sweep(lattices: LatticeSet, refs: dict[str, list[str]], sweep: SweepCo
 
 def decode_dev_test(ex: Experiment, system: str, cfg: DecoderConfig, sweep: SweepConfig,
                     dev: str, test: str, features: Experiment | None = None,
-                    rescore: tuple[Path, Path] | None = None) -> dict[str, dict]:
-    """Decode dev and test with ``system``; choose the weights on dev, report test there.
+                    rescore: tuple[Path, Path] | None = None, executor: Executor | None = None
+                    ) -> dict[str, dict]:
+    """Decode dev and test with ``system`` (as jobs of ``executor``, see
+    :func:`decode_lattices`); choose the weights on dev, report test there.
 
     With ``rescore`` = (decoding ARPA, rescoring ARPA) the lattices are also rescored, as
     the row ``<system>_<n>gram``. Returns row name -> {"dev"/"test": WerResult, "weights",
     "rtf": test's real-time factor}.
     """
     rows: dict[str, dict] = {}
-    decoded = decode_lattices(ex, system, [dev, test], cfg, features)
+    decoded = decode_lattices(ex, system, [dev, test], cfg, features, executor)
     variants = {system: decoded}
     if rescore is not None:
         order = rescore[1].stem.split("gram")[0]
@@ -692,7 +702,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                 summary.update(done["summary"])
                 continue
             rows = decode_dev_test(ex, name, system_cfg, sweep, "dev", "test",
-                                   ex_dnn if name == "dnn" else None, rescore)
+                                   ex_dnn if name == "dnn" else None, rescore, executor[0])
             mine = {}
             for row, r in rows.items():
                 ex.record(row, {"dev": r["dev"], "test": r["test"]}, run)

@@ -7,6 +7,7 @@ to test, rescoring with a higher-order LM, and the generated RESULTS.md.
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from asr.results import load_results
@@ -114,7 +115,8 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
     features: every system has dev and test rows; the fMLLR hybrid keeps tri3b's GMMs and
     adapts to each test speaker. A decode stage run again (say after an interruption)
     decodes no system whose model and settings are unchanged, and leaves the results as
-    they were."""
+    they were; decoding again as two jobs per set (``--nj 2``) gives the same results and
+    the same speaker transforms."""
     args = ["--corpus", str(sotu_slice), "--data", str(tmp_path / "data"),
             "--exp", str(tmp_path / "exp"), "--results", str(tmp_path / "results"),
             "--no-progress", *CHAIN]
@@ -145,3 +147,14 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
     after = json.loads(results_json.read_text())["systems"]
     assert {k: v["test_sets"] for k, v in after.items()} == {
         k: v["test_sets"] for k, v in json.loads(before)["systems"].items()}
+
+    with np.load(exp / "tri3b/decode_test/trans.npz") as one_job:
+        transforms = {k: one_job[k] for k in one_job.files}
+    assert load_recipe("sotu").main(args + ["--stage", "7", "--force", "--nj", "2"]) == 0
+    again = json.loads(results_json.read_text())["systems"]
+    assert {k: v["test_sets"] for k, v in again.items()} == {
+        k: v["test_sets"] for k, v in json.loads(before)["systems"].items()}
+    with np.load(exp / "tri3b/decode_test/trans.npz") as two_jobs:
+        assert sorted(two_jobs.files) == sorted(transforms)
+        for k in two_jobs.files:
+            np.testing.assert_array_equal(two_jobs[k], transforms[k])

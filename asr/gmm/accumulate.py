@@ -1,4 +1,4 @@
-"""One EM job: label a part's frames, accumulate statistics utterance by utterance.
+"""One EM job: label a part's frames, accumulate statistics speaker by speaker.
 
 A GMM training pass runs :func:`run_pass` once per part of the data (one speaker split),
 in-process or through an ``asr.jobs.Executor``. Each job reads its utterances itself
@@ -8,9 +8,11 @@ in-process or through an ``asr.jobs.Executor``. Each job reads its utterances it
    (``"baum-welch"``), a forced alignment (``"align"``), or the alignment an earlier pass
    of the same run saved (``"saved"``); scores are computed only for the pdfs the
    utterance's graph uses;
-2. adds the utterance's statistics, as asked: GMM (``GmmStats``), transition counts,
-   feature moments, decision-tree contexts (``ContextStats``), LDA, MLLT; or estimates
-   fMLLR transforms of its speakers (whole speakers are in one part);
+2. adds the statistics, as asked: GMM (``GmmStats``), transition counts, feature moments,
+   decision-tree contexts (``ContextStats``), LDA, MLLT; or estimates fMLLR transforms of
+   its speakers (whole speakers are in one part). GMM and MLLT statistics of a speaker's
+   labelled frames are gathered over its utterances and added in one vectorised call;
+   the others are added per utterance;
 3. saves its part's alignments (``ali.<k>.npz`` in the pass's folder) atomically.
 
 Every speaker's statistics (its utterances added in float64, in sorted order) are rounded
@@ -292,10 +294,9 @@ def run_pass(task: PassTask) -> PassResult:
             frames, nodes, pdfs, weights, tcounts = labels
             if label.mode == "align":
                 new_paths[utt] = (nodes, pdfs, graph.tstate[nodes])
-            _accumulate(task, result, graph, frames, nodes, pdfs, weights,
-                        {k: v[utt] for k, v in applied.items()})
-            batch.add(task, frames, pdfs, weights, tcounts, feats[utt],
-                      {k: v[utt] for k, v in applied.items()})
+            mine = {k: v[utt] for k, v in applied.items()}
+            _accumulate(task, result, graph, frames, nodes, pdfs, weights, mine)
+            batch.add(task, frames, pdfs, weights, tcounts, feats[utt], mine)
             if batch.frames >= _BATCH_FRAMES:
                 batch.flush(task, result.sums)
             if task.fmllr is not None:
