@@ -354,8 +354,9 @@ def decode_job(job: DecodeJob) -> dict:
         out["seconds"] = time.perf_counter() - start
         done = out["lattices"]
     else:
-        done = out = {"hyps": decode_with(model, decoder, feats, job.progress, utt2spk,
-                                          transforms, only=job.utts)}
+        out = {"hyps": decode_with(model, decoder, feats, job.progress, utt2spk, transforms,
+                                   only=job.utts)}
+        done = out["hyps"]
     own = {data.utt2spk[u] for u in done}
     out.update(transforms={s: w for s, w in transforms.items() if s in own},
                frames=sum(len(feats[u]) for u in done))
