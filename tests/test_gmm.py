@@ -101,7 +101,7 @@ def test_save_load_gives_identical_scores(tmp_path):
 
 
 def test_statistics_of_one_gaussian_pdfs_equal_the_posterior_weighted_sums():
-    """The sparse path for one-Gaussian pdfs gives what weighting every frame gives."""
+    """A one-Gaussian pdf's statistics are its frames' weighted sums, exactly."""
     from asr.gmm.diag_gmm import DiagGmm
     from asr.gmm.stats import GmmStats
 
