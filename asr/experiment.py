@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asr.data import DataDir
-from asr.decoder import DecoderConfig
+from asr.decoder import Decoder, DecoderConfig
 from asr.evaluate import decode_and_score, decode_with, write_decode
 from asr.errors import AudioError, DataError
 from asr.features import (FeatureConfig, apply_pipeline, compute_archive,
@@ -32,6 +32,7 @@ from asr.features import (FeatureConfig, apply_pipeline, compute_archive,
                           write_archive)
 from asr.features.archive import INDEX_NAME, SKIPPED_NAME
 from asr.fileio import atomic_dir
+from asr.graph.hclg import load_cached_graph
 from asr.jobs import Executor, split_data
 from asr.results import record_system
 from asr.scoring import WerResult
@@ -253,15 +254,15 @@ class Experiment:
         column = column or test_set
         out = self.system_dir(system) / f"decode_{column}"
         start = time.perf_counter()
-        # the graph is built (or found) here, once: the jobs read it from the cache
-        self.load_system(system).graph(cfg, cache=self.graph_cache)
+        # the graph is built (or found) here, once: the jobs read its file
+        graph_file = self.load_system(system).graph(cfg, cache=self.graph_cache).path
         graph_seconds = time.perf_counter() - start
         by_utterance = executor.nj > len(data.spk2utt)
         parts = split_data(data.path, executor.nj, per_utt=by_utterance)
         feat_dir = (features or self).feat_dir(test_set)
         tasks = [DecodeJob(str(self.system_dir(system).resolve()), str(feat_dir.resolve()),
                            str(data.path.resolve()), part.utts, cfg,
-                           str(self.graph_cache.resolve()), self.skip_bad,
+                           str(graph_file.resolve()), self.skip_bad,
                            self.progress and executor.in_process)
                  for part in parts]
         decode_start = time.perf_counter()
@@ -312,7 +313,7 @@ class DecodeJob:
     data_dir: str
     utts: list[str]
     cfg: DecoderConfig | None
-    graph_cache: str
+    graph_file: str               # the cached HCLG.npz (``DecodingGraph.path``)
     skip_bad: bool
     progress: bool
     lattices: bool = False
@@ -341,7 +342,7 @@ def decode_job(job: DecodeJob) -> dict:
     model = AsrSystem.load(job.system_dir)
     utt2spk = {u: data.utt2spk[u] for u in raw}
     feats = model.model_input({u: raw[u] for u in utts if u in raw}, utt2spk)
-    decoder = model.decoder(job.cfg, cache=Path(job.graph_cache))
+    decoder = Decoder(load_cached_graph(job.graph_file), job.cfg or model.decoding)
     transforms: dict[str, np.ndarray] = {}
     if job.lattices:
         start = time.perf_counter()

@@ -267,8 +267,8 @@ def decode_lattices(ex: Experiment, system: str, names: list[str], cfg: DecoderC
     ``seconds`` adds up the jobs' times (one process's real-time factor).
     """
     executor = executor or InProcessExecutor(progress=False)
-    # the graph is built (or found) here, once: the jobs read it from the cache
-    ex.load_system(system).graph(cfg, cache=ex.graph_cache)
+    # the graph is built (or found) here, once: the jobs read its file
+    graph_file = ex.load_system(system).graph(cfg, cache=ex.graph_cache).path
     out = {}
     for name in names:
         data = ex.data_dir(name)
@@ -276,7 +276,7 @@ def decode_lattices(ex: Experiment, system: str, names: list[str], cfg: DecoderC
         tasks = [DecodeJob(str(ex.system_dir(system).resolve()),
                            str((features or ex).feat_dir(name).resolve()),
                            str(data.path.resolve()), part.utts, cfg,
-                           str(ex.graph_cache.resolve()), ex.skip_bad,
+                           str(graph_file.resolve()), ex.skip_bad,
                            ex.progress and executor.in_process, lattices=True)
                  for part in parts]
         lattices, transforms, seconds, frames, words = {}, {}, 0.0, 0, []

@@ -119,12 +119,15 @@ class DecodingGraph:
     label_pdf : (K,) int32 -- pdf scoring each graph label; -1 at 0 (epsilon)
     label_tid : (K,) int32 -- transition id of each graph label; -1 at 0
     words : list of str -- ``words.txt``: output label -> word
+    path : the ``HCLG.npz`` a cached graph was read from or written to (None: in memory);
+        decoding jobs load it by :func:`load_cached_graph`, without rebuilding G
     """
 
     fst: FstArrays
     label_pdf: np.ndarray
     label_tid: np.ndarray
     words: list[str]
+    path: Path | None = None
 
     @property
     def num_labels(self) -> int:
@@ -672,6 +675,7 @@ def build_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree, tm: Tran
             graph, saved = load_graph(path, lang.words)
             if saved == key:
                 log.info("HCLG: cached %s", path)
+                graph.path = path
                 return graph
         except ModelError as exc:
             log.warning("rebuilding the graph: %s", exc)
@@ -679,8 +683,19 @@ def build_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree, tm: Tran
     graph_dir.mkdir(parents=True, exist_ok=True)
     write_text(graph_dir / "words.txt", "".join(f"{w} {i}\n" for i, w in enumerate(lang.words)))
     save_graph(graph, path, key)
+    graph.path = path
+    return graph
+
+
+def load_cached_graph(path: str | Path) -> DecodingGraph:
+    """A graph :func:`build_hclg` wrote (``HCLG.npz`` and ``words.txt`` beside it)."""
+    path = Path(path)
+    words = [line.rsplit(" ", 1)[0]
+             for line in (path.parent / "words.txt").read_text(encoding="utf-8").splitlines()]
+    graph, _ = load_graph(path, words)
+    graph.path = path
     return graph
 
 
 __all__ = ["DecodingGraph", "HclgConfig", "build_hclg", "compile_hclg", "graph_key",
-           "load_graph", "save_graph"]
+           "load_cached_graph", "load_graph", "save_graph"]
