@@ -2,10 +2,10 @@
 
 Floating-point addition is not associative: statistics summed over 4 jobs differ in their
 last bits from the same statistics summed over 1, and EM amplifies such differences over
-its iterations. Here every block of statistics (one utterance's, or one speaker's) is
-rounded once to a fixed-point grid of ``2**-FRACTION_BITS`` and kept as integers, whose
-sums are exact: any grouping and any order of the blocks gives the same integers, hence
-the same float64 totals.
+its iterations. Here every block of statistics (one speaker's, or a fixed group of
+utterances) is rounded once to a fixed-point grid of ``2**-FRACTION_BITS`` and kept as
+integers, whose sums are exact: any grouping and any order of the blocks gives the same
+integers, hence the same float64 totals.
 
 A value ``v`` is held as three int64 "limbs" ``(hi, mid, lo)`` with
 ``v * 2**FRACTION_BITS = hi * 2**64 + mid * 2**32 + lo`` and ``|mid|, |lo| <= 2**32`` after

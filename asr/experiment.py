@@ -180,30 +180,44 @@ class Experiment:
     def load_system(self, system: str) -> AsrSystem:
         return AsrSystem.load(self.system_dir(system))
 
-    def alignments(self, system: str, name: str
+    def alignments(self, system: str, name: str, executor: Executor | None = None
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Forced alignments of data set ``name`` by ``system``, as Kaldi's ``exp/<gmm>_ali``.
 
         A speaker-adapted system aligns as ``align_fmllr.sh`` does (``align_adapted``). Kept
         in ``<system>/ali_<name>/`` (``targets.npz``, ``trans.npz``), which a retrained
         system's directory no longer holds, so the hybrids trained on them align once.
+        With an ``executor`` the set is split by speaker into ``executor.nj`` parts (at most
+        one per speaker), one job each (:func:`align_job`); every utterance and speaker is
+        aligned and adapted as in one job, so the targets and transforms are the same.
 
         Returns
         -------
         targets : utt -> (T,) int64 pdf ids (utterances that failed to align are absent).
         transforms : speaker -> fMLLR W (D, D+1) (empty for a speaker-independent system).
         """
-        from asr.gmm.sat import align_adapted
-        from asr.nnet import load_targets, pdf_targets, save_targets
+        from asr.nnet import load_targets, save_targets
         from asr.transforms.fmllr import load_transforms, save_transforms
 
         folder = self.system_dir(system) / f"ali_{name.replace('/', '_')}"
         if not (folder / "targets.npz").is_file():
-            aligned, transforms = align_adapted(self.load_system(system),
-                                                self.utterances(name, raw=True),
-                                                self.data_dir(name).utt2spk)
+            data = self.data_dir(name)
+            parts = ([data.utts] if executor is None else
+                     [p.utts for p in split_data(data.path, min(executor.nj, len(data.spk2utt)))])
+            tasks = [AlignJob(str(self.system_dir(system).resolve()),
+                              str(self.feat_dir(name).resolve()), str(data.path.resolve()),
+                              utts, self.skip_bad,
+                              self.progress and (executor is None or executor.in_process))
+                     for utts in parts]
+            targets: dict[str, np.ndarray] = {}
+            transforms: dict[str, np.ndarray] = {}
+            done = (map(align_job, tasks) if executor is None else
+                    executor.map(align_job, tasks, desc=f"align {system} {name}"))
+            for part in done:
+                targets.update(part["targets"])
+                transforms.update(part["transforms"])
             with atomic_dir(folder) as tmp:
-                save_targets(tmp / "targets.npz", pdf_targets(aligned))
+                save_targets(tmp / "targets.npz", {u: targets[u] for u in sorted(targets)})
                 save_transforms(tmp / "trans.npz", transforms)
         return load_targets(folder / "targets.npz"), load_transforms(folder / "trans.npz")
 
@@ -304,6 +318,49 @@ def _features_job(task: tuple) -> dict[str, str]:
 
 
 @dataclass
+class AlignJob:
+    """One job of :meth:`Experiment.alignments`: the utterances ``utts`` (whole speakers)
+    of a data set."""
+
+    system_dir: str
+    feat_dir: str
+    data_dir: str
+    utts: list[str]
+    skip_bad: bool
+    progress: bool
+
+
+def align_job(job: AlignJob) -> dict:
+    """Alignments of one part: ``{"targets": utt -> (T,) pdf ids, "transforms": speaker ->
+    fMLLR W}`` (``asr.gmm.sat.align_adapted``: its speakers' transforms, then the adapted
+    alignment)."""
+    from asr.gmm.sat import align_adapted
+    from asr.nnet import pdf_targets
+
+    data = DataDir.load(job.data_dir)
+    raw = _part_features(job.feat_dir, job.data_dir, job.utts, job.skip_bad)
+    utts = [Utterance(u, raw[u], data.text[u]) for u in job.utts if u in raw]
+    aligned, transforms = align_adapted(AsrSystem.load(job.system_dir), utts,
+                                        {u.utt: data.utt2spk[u.utt] for u in utts},
+                                        progress=job.progress)
+    return {"targets": pdf_targets(aligned), "transforms": transforms}
+
+
+def _part_features(feat_dir: str, data_dir: str, utts: list[str], skip_bad: bool
+                   ) -> dict[str, np.ndarray]:
+    """Base features of ``utts`` from the archive; a missing one is a DataError naming the
+    archive unless ``skip_bad`` (then it is left out)."""
+    raw = read_archive(feat_dir, utts=utts)
+    missing = sorted(set(utts) - set(raw))
+    if missing and not skip_bad:
+        raise DataError(Path(feat_dir) / INDEX_NAME,
+                        f"lacks features of {len(missing)} utterance(s) of "
+                        f"{Path(data_dir) / 'wav.scp'} (e.g. {missing[0]!r}); rerun the "
+                        "features stage, or pass --skip-bad-utts to leave them out")
+    return raw
+
+
+@dataclass
 class DecodeJob:
     """One job of :meth:`Experiment.decode` (or, with ``lattices``, of
     ``asr.lvcsr.decode_lattices``): the utterances ``utts`` of a test set."""
@@ -332,13 +389,7 @@ def decode_job(job: DecodeJob) -> dict:
     data = DataDir.load(job.data_dir)
     speakers = {data.utt2spk[u] for u in job.utts}
     utts = [u for u in data.utts if data.utt2spk[u] in speakers]
-    raw = read_archive(job.feat_dir, utts=utts)
-    missing = sorted(set(job.utts) - set(raw))
-    if missing and not job.skip_bad:
-        raise DataError(Path(job.feat_dir) / INDEX_NAME,
-                        f"lacks features of {len(missing)} utterance(s) of "
-                        f"{Path(job.data_dir) / 'wav.scp'} (e.g. {missing[0]!r}); rerun the "
-                        "features stage, or pass --skip-bad-utts to leave them out")
+    raw = _part_features(job.feat_dir, job.data_dir, utts, job.skip_bad)
     model = AsrSystem.load(job.system_dir)
     utt2spk = {u: data.utt2spk[u] for u in raw}
     feats = model.model_input({u: raw[u] for u in utts if u in raw}, utt2spk)

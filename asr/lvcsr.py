@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import resource
 import time
@@ -198,15 +197,14 @@ def _build_graph(system_dir: str, cfg: dict, cache: str) -> dict:
     """Child process: build (or read) one system's HCLG; its size, seconds, peak memory."""
     from asr.system import AsrSystem
 
-    def entries() -> set[str]:
-        return set(os.listdir(cache)) if os.path.isdir(cache) else set()
-
-    before = entries()
+    started = time.time()
     start = time.perf_counter()
     graph = AsrSystem.load(system_dir).graph(DecoderConfig(**cfg), cache=Path(cache))
     return {"states": graph.fst.num_states, "arcs": graph.fst.num_arcs,
             "seconds": round(time.perf_counter() - start, 1),
-            "peak_mib": round(_peak_rss_kib() / 1024), "built": entries() != before}
+            "peak_mib": round(_peak_rss_kib() / 1024),
+            # written by this call, not read from the cache (other builds may run beside it)
+            "built": graph.path is not None and graph.path.stat().st_mtime >= started}
 
 
 def _peak_rss_kib() -> int:
@@ -222,24 +220,32 @@ def _peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def build_graph(ex: Experiment, system: str, cfg: DecoderConfig) -> dict:
-    """Build ``system``'s HCLG into the graph cache in a fresh process (so that its time and
-    peak resident memory are the build's own) and record them in ``<system>/graph.json``;
-    a graph read from the cache keeps the figures of the build recorded there."""
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        info = pool.submit(_build_graph, str(ex.system_dir(system)), dataclasses.asdict(cfg),
-                           str(ex.graph_cache)).result()
-    info["grammar"] = cfg.grammar
-    record = ex.system_dir(system) / "graph.json"
-    if not info.pop("built") and record.is_file():
-        # read from the cache: the time and memory of the build that made it still hold
-        old = json.loads(record.read_text(encoding="utf-8"))
-        if all(old.get(k) == info[k] for k in ("states", "arcs", "grammar")):
-            info.update(seconds=old["seconds"], peak_mib=old["peak_mib"])
-    write_json(record, info)
-    log.info("%s graph: %d states, %d arcs, %.1f s, %d MiB peak", system, info["states"],
-             info["arcs"], info["seconds"], info["peak_mib"])
-    return info
+def build_graphs(ex: Experiment, systems: list[str], cfg: DecoderConfig, parallel: int = 1
+                 ) -> dict[str, dict]:
+    """Build each system's HCLG into the graph cache, up to ``parallel`` at once, each in a
+    fresh process (so that its time and peak resident memory are the build's own: with
+    ``parallel`` builds, memory peaks at about that many graphs), and record them in
+    ``<system>/graph.json``; a graph read from the cache keeps the figures of the build
+    recorded there. Returns system -> its record."""
+    workers = max(1, min(parallel, len(systems)))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        futures = {system: pool.submit(_build_graph, str(ex.system_dir(system)),
+                                       dataclasses.asdict(cfg), str(ex.graph_cache))
+                   for system in systems}
+        infos = {system: future.result() for system, future in futures.items()}
+    for system, info in infos.items():
+        info["grammar"] = cfg.grammar
+        record = ex.system_dir(system) / "graph.json"
+        if not info.pop("built") and record.is_file():
+            # read from the cache: the time and memory of the build that made it still hold
+            old = json.loads(record.read_text(encoding="utf-8"))
+            if all(old.get(k) == info[k] for k in ("states", "arcs", "grammar")):
+                info.update(seconds=old["seconds"], peak_mib=old["peak_mib"])
+        write_json(record, info)
+        log.info("%s graph: %d states, %d arcs, %.1f s, %d MiB peak", system, info["states"],
+                 info["arcs"], info["seconds"], info["peak_mib"])
+    return infos
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -670,7 +676,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
         if name not in s.systems:
             return
         gmm = ex.load_system(gmms[-1])
-        targets, transforms = ex.alignments(gmms[-1], "train")
+        targets, transforms = ex.alignments(gmms[-1], "train", executor[0])
         if name == "dnn":
             utts, features = ex_dnn.utterances("train"), s.dnn_features
         else:                   # what tri3b's GMM scores: each speaker's fMLLR features
@@ -680,8 +686,8 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                      ex.progress).save(ex.system_dir(name))
 
     def graphs():
-        for name in gmms:      # the hybrid shares its GMM's tree, so its graph
-            build_graph(ex, name, _decode_cfg(ex, s))
+        # the hybrid shares its GMM's tree, so its graph; --nj graphs are built at once
+        build_graphs(ex, gmms, _decode_cfg(ex, s), executor[0].nj)
 
     def decode():
         cfg = _decode_cfg(ex, s)
@@ -854,7 +860,7 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
 
 
 __all__ = ["LatticeSet", "LmConfig", "LvcsrSettings", "SweepConfig", "arpa_counts", "arpa_words",
-           "build_graph", "decode_dev_test", "decode_lattices", "lm_path", "load_lexicon",
+           "build_graphs", "decode_dev_test", "decode_lattices", "lm_path", "load_lexicon",
            "prepare_arpa_lang", "prepare_lang", "prepare_subsets", "rescore_lattices",
            "run_lvcsr", "score_sweep", "split_by_speaker", "train_lms", "unpack_arpa",
            "write_lvcsr_results"]

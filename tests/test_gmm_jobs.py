@@ -120,6 +120,31 @@ def test_a_dask_cluster_gives_the_same_bits(corpus, in_process, tmp_path):
         _assert_identical(in_process, _chain(corpus, executor, tmp_path))
 
 
+def test_utterances_without_speakers_train_the_same_bits_in_parts_of_whole_blocks(
+        corpus, tmp_path):
+    """Utterances in memory without speakers (as the FSDD folds train) are rounded in blocks
+    of ``block_utts``: parts hold whole blocks, so 1 to 3 jobs give the same monophone."""
+    from asr.features import apply_pipeline, read_archive
+    from asr.gmm.source import MemorySource
+    from asr.training import Utterance
+
+    data = DataDir.load(corpus.data_dir)
+    feats = apply_pipeline(read_archive(corpus.feat_dir), FEATURES, data.utt2spk)
+    source = MemorySource([Utterance(u, feats[u], data.text[u]) for u in reversed(data.utts)],
+                          block_utts=3)
+    assert [len(p.utts) for p in source.parts(3)] == [9, 6, 5]     # blocks of 3 (the last 2)
+    lexicon = Lexicon.from_entries(LEXICON)
+    models = []
+    for nj in (1, 2, 3):
+        with make_executor(nj, "local", progress=False) as executor:
+            mono, _ = train_monophone(source, lexicon, FEATURES, HmmConfig(), MONO,
+                                      progress=False, executor=executor,
+                                      work_dir=tmp_path / str(nj))
+        models.append(mono.model.gmm.to_arrays())
+    for other in models[1:]:
+        _assert_identical(models[0], other)
+
+
 def test_the_driver_never_reads_a_feature(corpus, tmp_path, monkeypatch):
     """With a process pool, features are read in the workers only: in the driver, reading
     the archive or a source's utterances fails, and training still succeeds."""

@@ -6,6 +6,7 @@ to test, rescoring with a higher-order LM, and the generated RESULTS.md.
 """
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -116,7 +117,8 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
     adapts to each test speaker. A decode stage run again (say after an interruption)
     decodes no system whose model and settings are unchanged, and leaves the results as
     they were; decoding again as two jobs per set (``--nj 2``) gives the same results and
-    the same speaker transforms."""
+    the same speaker transforms; aligning the training set for the hybrids as two jobs
+    gives the same targets and transforms, and so the same networks."""
     args = ["--corpus", str(sotu_slice), "--data", str(tmp_path / "data"),
             "--exp", str(tmp_path / "exp"), "--results", str(tmp_path / "results"),
             "--no-progress", *CHAIN]
@@ -158,3 +160,16 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
         assert sorted(two_jobs.files) == sorted(transforms)
         for k in two_jobs.files:
             np.testing.assert_array_equal(two_jobs[k], transforms[k])
+
+    ali = exp / "tri3b/ali_train"
+    one_job = {name: dict(np.load(ali / name)) for name in ("targets.npz", "trans.npz")}
+    networks = {s: (exp / s / "manifest.json").read_bytes() for s in ("dnn", "dnn_fmllr")}
+    shutil.rmtree(ali)
+    assert load_recipe("sotu").main(args + ["--stage", "5", "--stop-stage", "5", "--force",
+                                            "--nj", "2"]) == 0
+    for name, arrays in one_job.items():
+        with np.load(ali / name) as two_jobs:
+            assert sorted(two_jobs.files) == sorted(arrays), name
+            for k in two_jobs.files:
+                np.testing.assert_array_equal(two_jobs[k], arrays[k])
+    assert {s: (exp / s / "manifest.json").read_bytes() for s in networks} == networks

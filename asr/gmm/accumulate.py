@@ -10,14 +10,16 @@ in-process or through an ``asr.jobs.Executor``. Each job reads its utterances it
    utterance's graph uses;
 2. adds the statistics, as asked: GMM (``GmmStats``), transition counts, feature moments,
    decision-tree contexts (``ContextStats``), LDA, MLLT; or estimates fMLLR transforms of
-   its speakers (whole speakers are in one part). GMM and MLLT statistics of a speaker's
+   its speakers (whole speakers are in one part). GMM and MLLT statistics of a block's
    labelled frames are gathered over its utterances and added in one vectorised call;
    the others are added per utterance;
 3. saves its part's alignments (``ali.<k>.npz`` in the pass's folder) atomically.
 
-Every speaker's statistics (its utterances added in float64, in sorted order) are rounded
-once onto the fixed-point grid of ``asr.exact`` and summed exactly, so the driver's totals
-are the same bits for any number of jobs and any engine. A job returns a :class:`PassResult`: plain arrays, no features.
+Every block's statistics (one speaker's utterances, or in a source without speakers a fixed
+group of utterances, ``UtteranceSource.blocks``; added in float64 in a fixed order) are
+rounded once onto the fixed-point grid of ``asr.exact`` and summed exactly, so the
+driver's totals are the same bits for any number of jobs and any engine. A job returns a
+:class:`PassResult`: plain arrays, no features.
 
 Glossary of ids: pdf ids are those of the labelling system's tree (``PassTask.label``)
 for tree, LDA and fMLLR statistics, and of the trained GMM for GMM and MLLT statistics
@@ -264,53 +266,66 @@ def run_pass(task: PassTask) -> PassResult:
     # a saved alignment holds the pdfs and transition states along it: no graph needed
     need_graph = label.mode != "saved" or task.tree_view is not None or task.lda is not None
     result: PassResult | None = None
-    for spk, utts in task.source.speakers():
-        raw = {u: f for u, f, _ in utts}
-        feats = label.view.apply(spk, raw)
-        views = {"gmm": task.gmm_view, "two": task.two_feats_view,
-                 "moments": task.moments_view, "tree": task.tree_view,
-                 "lda": None if task.lda is None else task.lda.view,
-                 "si": None if task.fmllr is None else task.fmllr.si_view}
-        applied = {k: (feats if v is label.view else v.apply(spk, raw))
-                   for k, v in views.items() if v is not None}
-        if result is None:
-            dims = {"label": next(iter(feats.values())).shape[1]}
-            dims.update({k: next(iter(v.values())).shape[1] for k, v in applied.items()})
-            result = PassResult(ExactSum(_shapes(task, dims)))
-        targets = {}
+    for block in task.source.blocks():
         batch = _Batch()
-        for utt, _, words in utts:
-            if label.mode == "none":
-                result.utts += 1
-                _moments(result.sums, applied["moments"][utt])
-                continue
-            graph = (training_graph(words, label.lexicon, label.tree, label.tm,
-                                    label.silence_prob, label.cross_word)
-                     if need_graph else None)
-            labels = _label(label, graph, feats[utt], saved.get(utt), result, utt)
-            result.utts += 1
-            if labels is None:
-                continue
-            frames, nodes, pdfs, weights, tcounts = labels
-            if label.mode == "align":
-                new_paths[utt] = (nodes, pdfs, graph.tstate[nodes])
-            mine = {k: v[utt] for k, v in applied.items()}
-            _accumulate(task, result, graph, frames, nodes, pdfs, weights, mine)
-            batch.add(task, frames, pdfs, weights, tcounts, feats[utt], mine)
-            if batch.frames >= _BATCH_FRAMES:
-                batch.flush(task, result.sums)
-            if task.fmllr is not None:
-                targets[utt] = (frames, pdfs, weights * np.where(
-                    task.fmllr.silence[pdfs], task.fmllr.silence_weight, 1.0))
+        for spk, utts in block:
+            result = _speaker_pass(task, spk, utts, saved, new_paths, need_graph, batch,
+                                   result)
         batch.flush(task, result.sums)
-        result.sums.flush()          # one speaker: one block of the exact sums
+        result.sums.flush()          # one block (a speaker): rounded once, summed exactly
         result.flush_tree()
-        if task.fmllr is not None:
-            _speaker_fmllr(task, result, spk, targets, applied["si"])
     if label.mode == "align":
         _save_alignments(ali_dir, task.part, new_paths)
     if result is None:
         result = PassResult(ExactSum({}))
+    return result
+
+
+def _speaker_pass(task: PassTask, spk: str, utts, saved: dict, new_paths: dict,
+                  need_graph: bool, batch: "_Batch", result: "PassResult | None"
+                  ) -> "PassResult":
+    """Label and accumulate one speaker's utterances into the current block (``batch`` and
+    the staged sums); estimate its fMLLR transform if asked. Returns the result (made on
+    the first speaker, when the features' dimensions are known)."""
+    label = task.label
+    raw = {u: f for u, f, _ in utts}
+    feats = label.view.apply(spk, raw)
+    views = {"gmm": task.gmm_view, "two": task.two_feats_view,
+             "moments": task.moments_view, "tree": task.tree_view,
+             "lda": None if task.lda is None else task.lda.view,
+             "si": None if task.fmllr is None else task.fmllr.si_view}
+    applied = {k: (feats if v is label.view else v.apply(spk, raw))
+               for k, v in views.items() if v is not None}
+    if result is None:
+        dims = {"label": next(iter(feats.values())).shape[1]}
+        dims.update({k: next(iter(v.values())).shape[1] for k, v in applied.items()})
+        result = PassResult(ExactSum(_shapes(task, dims)))
+    targets = {}
+    for utt, _, words in utts:
+        if label.mode == "none":
+            result.utts += 1
+            _moments(result.sums, applied["moments"][utt])
+            continue
+        graph = (training_graph(words, label.lexicon, label.tree, label.tm,
+                                label.silence_prob, label.cross_word)
+                 if need_graph else None)
+        labels = _label(label, graph, feats[utt], saved.get(utt), result, utt)
+        result.utts += 1
+        if labels is None:
+            continue
+        frames, nodes, pdfs, weights, tcounts = labels
+        if label.mode == "align":
+            new_paths[utt] = (nodes, pdfs, graph.tstate[nodes])
+        mine = {k: v[utt] for k, v in applied.items()}
+        _accumulate(task, result, graph, frames, nodes, pdfs, weights, mine)
+        batch.add(task, frames, pdfs, weights, tcounts, feats[utt], mine)
+        if batch.frames >= _BATCH_FRAMES:
+            batch.flush(task, result.sums)
+        if task.fmllr is not None:
+            targets[utt] = (frames, pdfs, weights * np.where(
+                task.fmllr.silence[pdfs], task.fmllr.silence_weight, 1.0))
+    if task.fmllr is not None:
+        _speaker_fmllr(task, result, spk, targets, applied["si"])
     return result
 
 
@@ -368,7 +383,7 @@ _BATCH_FRAMES = 65536     # labelled rows gathered before GMM and MLLT statistic
 
 
 class _Batch:
-    """One speaker's labelled rows (or up to ``_BATCH_FRAMES`` of them), gathered over its
+    """One block's labelled rows (or up to ``_BATCH_FRAMES`` of them), gathered over its
     utterances so that GMM and MLLT statistics are added in one vectorised call each."""
 
     def __init__(self):

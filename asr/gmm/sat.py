@@ -172,7 +172,8 @@ def train_sat(utts_raw: list[Utterance] | UtteranceSource, previous: AsrSystem,
                              fmllr_aux=step.aux, si_gmm=si_gmm)
 
 
-def align_adapted(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[str, str]
+def align_adapted(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[str, str],
+                  progress: bool = False
                   ) -> tuple[dict[str, tuple[np.ndarray, object]], dict[str, np.ndarray]]:
     """Forced alignment with a speaker-adapted system, as Kaldi's ``steps/align_fmllr.sh``.
 
@@ -186,6 +187,7 @@ def align_adapted(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[st
     system : a GMM system, speaker-adapted (tri3b) or not.
     utts_raw : utterances with their base features (T, base_dim).
     utt2spk : utt -> speaker.
+    progress : show a progress bar per alignment pass.
 
     Returns
     -------
@@ -195,18 +197,19 @@ def align_adapted(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[st
     si = system.model_input({u.utt: u.feats for u in utts_raw}, utt2spk)
     si_utts = [Utterance(u.utt, si[u.utt], u.words) for u in utts_raw]
     if system.adaptation is None:
-        return align_utterances(system, si_utts), {}
+        return align_utterances(system, si_utts, progress=progress), {}
     adaptation = system.adaptation
     first = dataclasses.replace(system, model=adaptation.si_model or system.model,
                                 adaptation=None)
-    first_pass = align_utterances(first, si_utts)
+    first_pass = align_utterances(first, si_utts, progress=progress)
     silence = silence_pdfs(system.tree)
     targets = {utt: _alignment_targets(graph.pdf[path], silence, adaptation.silence_weight)
                for utt, (path, graph) in first_pass.items()}
     transforms, _ = speaker_transforms(gmm_of(adaptation.fmllr_model or system.model), si,
                                        targets, spk2utt_of(utt2spk, [u.utt for u in utts_raw]),
                                        adaptation.min_count, adaptation.iters)
-    return align_utterances(system, _adapted(si_utts, utt2spk, transforms)), transforms
+    return (align_utterances(system, _adapted(si_utts, utt2spk, transforms), progress=progress),
+            transforms)
 
 
 def adapted_utterances(system: AsrSystem, utts_raw: list[Utterance], utt2spk: dict[str, str],

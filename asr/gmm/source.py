@@ -93,6 +93,13 @@ class UtteranceSource:
         """(speaker, its utterances) one speaker at a time, in a fixed order."""
         raise NotImplementedError
 
+    def blocks(self) -> Iterator[list[tuple[str, SpeakerUtts]]]:
+        """The speakers whose statistics are rounded together, as one block of the exact
+        sums (``asr.exact``); the same blocks for any split into parts. Default: each
+        speaker alone."""
+        for item in self.speakers():
+            yield [item]
+
     def utt_ids(self) -> list[str]:
         raise NotImplementedError
 
@@ -102,10 +109,14 @@ class UtteranceSource:
 
 @dataclass(eq=False)
 class MemorySource(UtteranceSource):
-    """Utterances in memory. Without ``utt2spk`` each utterance is its own speaker."""
+    """Utterances in memory. Without ``utt2spk`` each utterance is its own speaker, and
+    ``block_utts`` of them in sorted id order make one block of the exact sums (a short
+    utterance is too small a block: rounding and batching cost per block); parts then
+    hold whole blocks."""
 
     utts: list[Utterance]
     utt2spk: Mapping[str, str] | None = None
+    block_utts: int = 64
 
     def _speaker(self, utt: str) -> str:
         return utt if self.utt2spk is None else self.utt2spk[utt]
@@ -119,19 +130,35 @@ class MemorySource(UtteranceSource):
     def parts(self, nj: int) -> list["MemorySource"]:
         from asr.jobs import split_points
 
-        groups = sorted(self._groups(), key=lambda g: g[0])
+        groups = (sorted(self._groups(), key=lambda g: g[0]) if self.utt2spk is not None
+                  else [(str(i), b) for i, b in enumerate(self._utterance_blocks())])
         if nj <= 1 or len(groups) <= 1:
             return [self]
         points = [p for p in split_points([len(g[1]) for g in groups], min(nj, len(groups)))
                   if p]
         return [MemorySource([u for i in part for u in groups[i][1]],
                              None if self.utt2spk is None else
-                             {u.utt: groups[i][0] for i in part for u in groups[i][1]})
+                             {u.utt: groups[i][0] for i in part for u in groups[i][1]},
+                             self.block_utts)
                 for part in points]
 
     def speakers(self) -> Iterator[tuple[str, SpeakerUtts]]:
         for spk, utts in self._groups():
             yield spk, [(u.utt, u.feats, u.words) for u in utts]
+
+    def blocks(self) -> Iterator[list[tuple[str, SpeakerUtts]]]:
+        if self.utt2spk is not None:
+            yield from super().blocks()
+            return
+        for block in self._utterance_blocks():
+            yield [(u.utt, [(u.utt, u.feats, u.words)]) for u in block]
+
+    def _utterance_blocks(self) -> list[list[Utterance]]:
+        """Without speakers: ``block_utts`` utterances at a time, in sorted id order (a
+        part's blocks are the whole set's, as parts hold whole blocks)."""
+        ordered = sorted(self.utts, key=lambda u: u.utt)
+        return [ordered[i:i + self.block_utts]
+                for i in range(0, len(ordered), max(1, self.block_utts))]
 
     def utt_ids(self) -> list[str]:
         return [u.utt for u in self.utts]

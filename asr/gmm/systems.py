@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from asr.decoder import DecoderConfig, align
 from asr.features import FeatureConfig
@@ -106,8 +107,8 @@ def train_monophone(utts: list[Utterance] | UtteranceSource, lexicon: Lexicon,
 
 
 def align_utterances(system: AsrSystem, utts: list[Utterance], silence_prob: float = 0.5,
-                     acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0
-                     ) -> dict[str, tuple[np.ndarray, object]]:
+                     acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
+                     progress: bool = False) -> dict[str, tuple[np.ndarray, object]]:
     """Forced alignment of every utterance: utt -> (node path (T,), its training graph).
 
     Works for any acoustic model; utterances with no path are left out (and logged). The
@@ -115,7 +116,7 @@ def align_utterances(system: AsrSystem, utts: list[Utterance], silence_prob: flo
     ``Experiment.utterances(name, system)``), its feature transform applied.
     """
     out = {}
-    for u in utts:
+    for u in tqdm(utts, desc="align", disable=not progress, leave=False):
         graph = training_graph(u.words, system.lexicon, system.tree, system.tm, silence_prob)
         path = align(graph, system.tm, system.model.log_likelihoods(u.feats), acoustic_scale,
                      beam, retry_beam)
