@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from asr.errors import DataError
@@ -129,8 +130,10 @@ class Lexicon:
             lex = cls(phones=list(data["phones"]), words=lex.words, prons=prons)
         return lex
 
-    @property
+    @cached_property
     def word_index(self) -> dict[str, int]:
+        """Word -> word id; made once (a lexicon is not changed after it is built), as
+        every training graph looks its words up here."""
         return {w: i for i, w in enumerate(self.words)}
 
     def questions(self) -> list[tuple[str, frozenset[int]]]:
