@@ -1,4 +1,4 @@
-"""Speaker adaptation with fMLLR: per-speaker transforms, and two-pass decoding.
+"""Speaker adaptation with fMLLR: per-speaker transforms, and adapted decoding.
 
 Kaldi's ``steps/decode_fmllr.sh`` in one function, :func:`adapt_features`, which
 ``AsrSystem.adapt`` calls for a speaker-adapted system (tri3b), so that every decoding path
@@ -11,7 +11,11 @@ Kaldi's ``steps/decode_fmllr.sh`` in one function, :func:`adapt_features`, which
 2. per speaker, fMLLR statistics from the best paths' pdfs (silence frames weighted by
    ``silence_weight``) under the speaker-adapted GMM (``fmllr_model``, or the system's own),
    one transform W (D, D+1) each;
-3. the adapted features ``A x + b``, which the caller decodes again (the second pass; a
+3. ``refinements`` times (Kaldi's second estimate, once by default): the system's own
+   model decodes the adapted features, and each transform is re-estimated from those best
+   paths, starting from the current one (a hybrid on fMLLR features refines its transforms
+   with its network's best paths);
+4. the adapted features ``A x + b``, which the caller decodes again (the final pass; a
    hybrid on fMLLR features scores them with its network).
 
 :func:`speaker_transforms` is shared with SAT training (``asr.gmm.sat``): it pools each
@@ -142,7 +146,7 @@ def adapt_features(system: "AsrSystem", feats: dict[str, np.ndarray],
                    utt2spk: Mapping[str, str] | None, decoder: "Decoder",
                    progress: bool = False
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """First pass and fMLLR per speaker; see the module docstring.
+    """First pass, fMLLR per speaker and its refinements; see the module docstring.
 
     Parameters
     ----------
@@ -171,16 +175,33 @@ def adapt_features(system: "AsrSystem", feats: dict[str, np.ndarray],
         utt2spk = {u: u for u in feats}
     spk2utt = spk2utt_of(utt2spk, sorted(feats))
     silence = silence_pdfs(system.tree)
+    targets = _best_path_targets(first, feats, decoder, rescale, silence, cfg.silence_weight,
+                                 "decode pass 1", progress)
+    transforms, _ = speaker_transforms(gmm, feats, targets, spk2utt, cfg.min_count, cfg.iters)
+    for k in range(cfg.refinements):
+        adapted = apply_speaker_transforms(feats, utt2spk, transforms)
+        targets = _best_path_targets(system.model, adapted, decoder, 1.0, silence,
+                                     cfg.silence_weight, f"decode pass {k + 2}", progress)
+        transforms, _ = speaker_transforms(gmm, feats, targets, spk2utt, cfg.min_count,
+                                           cfg.iters, previous=transforms)
+    return apply_speaker_transforms(feats, utt2spk, transforms), transforms
+
+
+def _best_path_targets(model, feats: dict[str, np.ndarray], decoder: "Decoder",
+                       rescale: float, silence: np.ndarray, silence_weight: float,
+                       desc: str, progress: bool) -> dict[str, Targets]:
+    """utt -> :data:`Targets` of its best path by ``model`` (scores times ``rescale``),
+    silence frames weighted by ``silence_weight``; an utterance without a path is left out
+    (logged)."""
     targets = {}
-    for utt in tqdm(sorted(feats), desc="decode pass 1", disable=not progress, leave=False):
-        scores = first.log_likelihoods(feats[utt])
+    for utt in tqdm(sorted(feats), desc=desc, disable=not progress, leave=False):
+        scores = model.log_likelihoods(feats[utt])
         result = decoder.decode(scores if rescale == 1.0 else scores * np.float32(rescale))
         pdfs = np.asarray(result.pdfs, dtype=np.int64)
         if len(pdfs) != len(feats[utt]) or not np.isfinite(result.cost):
-            log.warning("%s: no first-pass path; left out of its speaker's fMLLR statistics",
-                        utt)
+            log.warning("%s: %s found no path; left out of its speaker's fMLLR statistics",
+                        utt, desc)
             continue
         targets[utt] = (np.arange(len(pdfs)), pdfs,
-                        np.where(silence[pdfs], cfg.silence_weight, 1.0))
-    transforms, _ = speaker_transforms(gmm, feats, targets, spk2utt, cfg.min_count, cfg.iters)
-    return apply_speaker_transforms(feats, utt2spk, transforms), transforms
+                        np.where(silence[pdfs], silence_weight, 1.0))
+    return targets

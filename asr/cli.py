@@ -91,7 +91,7 @@ def cmd_transcribe(args) -> int:
     decoder = system.decoder(_decoder_overrides(args, system), cache=args.graph_cache)
     for path in args.files:
         wav, _ = read_wav(path, expected_rate=system.features.sample_rate)
-        # A single file is its own speaker for per-speaker CMVN and for fMLLR (two passes).
+        # A single file is its own speaker for per-speaker CMVN and for fMLLR.
         feats = system.model_input({"u": compute_features(wav, system.features)}, {"u": "u"})
         feats, _ = system.adapt(feats, {"u": "u"}, decoder)
         words = decoder.decode(system.model.log_likelihoods(feats["u"])).words

@@ -1,7 +1,8 @@
 """Decode a data directory with any system and score it: ``hyp.txt``, ``per_utt``, ``wer``.
 
-A speaker-adapted system (tri3b) decodes in two passes through ``AsrSystem.adapt``; its
-per-speaker transforms are written as ``trans.npz`` beside the hypotheses.
+A speaker-adapted system (tri3b) adapts first (``AsrSystem.adapt``: a first pass, fMLLR
+per speaker, its refinement); its per-speaker transforms are written as ``trans.npz``
+beside the hypotheses.
 """
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ def decode_with(system: AsrSystem, decoder: Decoder, feats: dict[str, np.ndarray
     """utt -> recognised words by ``decoder``, scoring each utterance with the system's model.
 
     A speaker-adapted system first adapts ``feats`` (``AsrSystem.adapt``: a first pass by the
-    same decoder, fMLLR per speaker of ``utt2spk``); its transforms are added to
-    ``transforms`` when given. ``only``: decode only these utterances (a job's share), the
-    others of ``feats`` serving only the adaptation to their speakers.
+    same decoder, fMLLR per speaker of ``utt2spk``, refined from an adapted pass); its
+    transforms are added to ``transforms`` when given. ``only``: decode only these
+    utterances (a job's share), the others of ``feats`` serving only the adaptation to
+    their speakers.
     """
     feats, estimated = system.adapt(feats, utt2spk, decoder, progress)
     if transforms is not None:

@@ -602,7 +602,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     LDA+MLLT, then tri3b: SAT with fMLLR, each with its own done-marker), 5 hybrids (on the
     last GMM's alignments, fMLLR-adapted for tri3b: ``dnn`` on fbank + CMVN, ``dnn_fmllr`` on
     tri3b's fMLLR features), 6 graphs, 7 decode (lattices, dev-chosen weights, rescoring;
-    tri3b and dnn_fmllr in two passes, fMLLR per speaker; a system decoded before with the
+    tri3b and dnn_fmllr adapted first, fMLLR per speaker; a system decoded before with the
     same model and settings is not decoded again unless ``--force``), 8 results.
     """
     from asr.gmm.lda_mllt import train_lda_mllt
@@ -803,11 +803,14 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
     chain = {"mono": "mono: monophone", "tri": f"tri: {contexts} triphones on MFCC + deltas",
              "tri2b": "tri2b: LDA+MLLT over spliced MFCCs, on tri's alignments",
              "tri3b": "tri3b: speaker-adaptive training with fMLLR on tri2b's front end, "
-                      "decoded in two passes (one transform per test speaker)",
+                      "decoded with one fMLLR transform per test speaker (from the "
+                      "speaker-independent first pass, then re-estimated from the adapted "
+                      "pass)",
              "dnn": f"dnn: the hybrid (fbank input), trained on {gmms[-1]}'s alignments"
                     + (" (fMLLR-adapted)" if gmms[-1] == "tri3b" else ""),
              "dnn_fmllr": "dnn_fmllr: the hybrid on tri3b's fMLLR features (LDA+MLLT, then "
-                          "one transform per speaker: tri3b's first pass at test time), "
+                          "one transform per speaker: at test time tri3b's first estimate, "
+                          "re-estimated from the network's adapted pass), "
                           "trained on tri3b's alignments"}
     systems = "; ".join(chain[n] for n in s.systems) + "."
     if s.lm.rescore_order:

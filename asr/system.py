@@ -75,8 +75,10 @@ class SpeakerAdaptation:
 
     Kaldi's ``steps/decode_fmllr.sh``: decode with ``si_model`` (or, without one, the system's
     own model) on the unadapted input, estimate one fMLLR transform per speaker from the best
-    paths' pdfs (silence frames weighted by ``silence_weight``), decode again on the adapted
-    features. A speaker with less than ``min_count`` frames keeps the identity.
+    paths' pdfs (silence frames weighted by ``silence_weight``); then, ``refinements`` times,
+    decode the adapted features with the system's own model and re-estimate each transform
+    from those best paths (Kaldi's second estimate); decode the adapted features again. A
+    speaker with less than ``min_count`` frames keeps the identity.
 
     A hybrid on fMLLR features (Kaldi's DNN on tri3b's adapted features) keeps tri3b's two
     GMMs: ``si_model`` decodes the first pass, at ``si_acoustic_scale`` (the GMM's own scale;
@@ -89,6 +91,7 @@ class SpeakerAdaptation:
     iters: int = 40                   # row-update passes of each estimate
     silence_weight: float = 0.01      # of silence frames in the test-time statistics
     si_acoustic_scale: float | None = None
+    refinements: int = 1              # re-estimates from adapted passes (decode_fmllr.sh: 1)
     si_model: "AcousticModel | None" = dataclasses.field(default=None, compare=False)
     fmllr_model: "AcousticModel | None" = dataclasses.field(default=None, compare=False)
 
@@ -98,13 +101,15 @@ class SpeakerAdaptation:
         if self.min_count < 0 or self.iters < 1 or not 0.0 <= self.silence_weight <= 1.0:
             raise ValueError("adaptation needs min_count >= 0, iters >= 1 and silence_weight "
                              "in [0, 1]")
+        if self.refinements < 0:
+            raise ValueError(f"refinements must be >= 0, got {self.refinements}")
         if self.si_acoustic_scale is not None and not self.si_acoustic_scale > 0:
             raise ValueError("si_acoustic_scale must be positive (or None: the decoder's)")
 
     def settings(self) -> dict:
         """The JSON-able settings (everything but the models)."""
         out = {"kind": self.kind, "min_count": self.min_count, "iters": self.iters,
-               "silence_weight": self.silence_weight}
+               "silence_weight": self.silence_weight, "refinements": self.refinements}
         if self.si_acoustic_scale is not None:
             out["si_acoustic_scale"] = self.si_acoustic_scale
         return out

@@ -109,6 +109,48 @@ def test_two_pass_decoding_beats_tri2b_on_a_held_out_speaker(systems, tmp_path):
     assert tri3b.wer <= tri2b.wer + 1.5, (tri2b.line(), tri3b.line())
 
 
+def test_refinement_re_estimates_each_transform_from_the_adapted_pass(systems):
+    """decode_fmllr.sh's second estimate: the adapted pass's best paths give each speaker a
+    new transform, started from the first; the fMLLR objective on those paths (GMM
+    log-likelihood per frame plus log|det A|) does not fall, and without refinements the
+    first estimate is what decodes."""
+    from asr.adaptation import speaker_transforms, spk2utt_of
+    from asr.gmm.lda_mllt import silence_pdfs
+    from asr.transforms.fmllr import apply_fmllr, fmllr_logdet
+
+    tri3b, test = systems["tri3b"], systems["test"]
+    assert tri3b.adaptation.refinements == 1
+    feats = tri3b.model_input(systems["test_raw"], test.utt2spk)
+    once = dataclasses.replace(tri3b, adaptation=dataclasses.replace(tri3b.adaptation,
+                                                                     refinements=0))
+    decoder = tri3b.decoder()
+    _, first = once.adapt(feats, test.utt2spk, decoder)
+    _, refined = tri3b.adapt(feats, test.utt2spk, decoder)
+    assert set(first) == set(refined) == {HELDOUT}
+    assert not np.allclose(first[HELDOUT], refined[HELDOUT])
+
+    gmm, silence = tri3b.model.gmm, silence_pdfs(tri3b.tree)
+    targets = {}
+    for utt, mat in feats.items():
+        pdfs = np.asarray(decoder.decode(tri3b.model.log_likelihoods(
+            apply_fmllr(first[HELDOUT], mat).astype(np.float32))).pdfs)
+        targets[utt] = (np.arange(len(pdfs)), pdfs, np.where(silence[pdfs], 0.01, 1.0))
+    again, _ = speaker_transforms(gmm, feats, targets, spk2utt_of(test.utt2spk, sorted(feats)),
+                                  tri3b.adaptation.min_count, tri3b.adaptation.iters,
+                                  previous=first)
+    np.testing.assert_allclose(again[HELDOUT], refined[HELDOUT], rtol=1e-6, atol=1e-6)
+
+    def objective(W):
+        total = frames = 0.0
+        for utt, (rows, pdfs, weights) in targets.items():
+            ll = gmm.log_likelihoods(apply_fmllr(W, feats[utt]))[rows, pdfs]
+            total += float(np.sum(weights * ll))
+            frames += float(weights.sum())
+        return total / frames + fmllr_logdet(W)
+
+    assert objective(refined[HELDOUT]) >= objective(first[HELDOUT]) - 1e-4
+
+
 def test_reloaded_model_decodes_identically_through_library_experiment_and_cli(
         systems, tmp_path):
     from asr.experiment import Experiment
@@ -206,11 +248,12 @@ def test_align_adapted_aligns_training_speakers_on_their_fmllr_features(systems)
     assert none == {} and len(si_only) == 5
 
 
-def test_hybrid_on_fmllr_features_decodes_in_tri3b_two_passes(systems, tmp_path, capsys):
+def test_hybrid_on_fmllr_features_decodes_in_tri3b_passes(systems, tmp_path, capsys):
     """The network trains on each training speaker's fMLLR features (align_adapted's
     transforms); the saved system keeps tri3b's front end, transform and both GMMs (first
     pass at the GMM's acoustic scale), reloads with their types, and decodes the held-out
-    speaker the same before and after saving, with the same transforms as tri3b's."""
+    speaker the same before and after saving: first tri3b's first estimate of the
+    transform, then its refinement from the network's own adapted pass."""
     from asr.gmm.sat import adapted_utterances, align_adapted
     from asr.nnet import NnetConfig, pdf_targets, train_hybrid
     from asr.transforms.fmllr import load_transforms
@@ -260,19 +303,27 @@ def test_hybrid_on_fmllr_features_decodes_in_tri3b_two_passes(systems, tmp_path,
              for d in ("dnn", "cli_dnn")]
     assert files[0] == files[1]
 
-    decoder = loaded.decoder(dataclasses.replace(loaded.decoding, acoustic_scale=0.2))
     result, hyps = _decode(hybrid, systems, transforms_out=tmp_path / "a.npz")
     again, loaded_hyps = _decode(loaded, systems, transforms_out=tmp_path / "b.npz")
     assert loaded_hyps == hyps
-    tri3b_transforms = tmp_path / "tri3b.npz"
-    _decode(tri3b, systems, transforms_out=tri3b_transforms)
-    np.testing.assert_allclose(load_transforms(tmp_path / "a.npz")[HELDOUT],
-                               load_transforms(tri3b_transforms)[HELDOUT], rtol=1e-6, atol=1e-6)
     print(f"hybrid on fMLLR features, held-out {HELDOUT}: {result.line()}")
     assert result.wer < 50.0, result.line()
 
-    # The first pass runs at the GMM's scale whatever the network's decoder uses.
-    feats = loaded.model_input(systems["test_raw"], systems["test"].utt2spk)
-    _, at_02 = loaded.adapt(feats, systems["test"].utt2spk, decoder)
-    np.testing.assert_allclose(at_02[HELDOUT], load_transforms(tmp_path / "b.npz")[HELDOUT],
+    # The first estimate is tri3b's (its first pass, its GMM); the refinement decodes with
+    # the network, so the final transform is the hybrid's own.
+    def first_estimate(system):
+        return dataclasses.replace(system, adaptation=dataclasses.replace(
+            system.adaptation, refinements=0))
+
+    _decode(first_estimate(tri3b), systems, transforms_out=tmp_path / "tri3b.npz")
+    _decode(first_estimate(loaded), systems, transforms_out=tmp_path / "first.npz")
+    first = load_transforms(tmp_path / "first.npz")[HELDOUT]
+    np.testing.assert_allclose(first, load_transforms(tmp_path / "tri3b.npz")[HELDOUT],
                                rtol=1e-6, atol=1e-6)
+    assert not np.allclose(first, load_transforms(tmp_path / "b.npz")[HELDOUT])
+
+    # The first pass runs at the GMM's scale whatever the network's decoder uses.
+    decoder = loaded.decoder(dataclasses.replace(loaded.decoding, acoustic_scale=0.2))
+    feats = loaded.model_input(systems["test_raw"], systems["test"].utt2spk)
+    _, at_02 = first_estimate(loaded).adapt(feats, systems["test"].utt2spk, decoder)
+    np.testing.assert_allclose(at_02[HELDOUT], first, rtol=1e-6, atol=1e-6)

@@ -13,7 +13,7 @@ From the previous system (tri2b; its front end, LDA+MLLT, is kept as it is):
    statistics on the SI ones, starting from the current transform) and re-adapt;
 5. the "alignment model" (Kaldi's ``final.alimdl``): the final GMM re-estimated once on the
    SI features with the Gaussian posteriors of the adapted ones (``gmm-acc-stats-twofeats``),
-   the first pass of two-pass decoding.
+   the first pass of adapted decoding.
 
 The result is an :class:`~asr.system.AsrSystem` with the previous system's front end
 (``transform.npz``), a ``SpeakerAdaptation`` (``adaptation.json``, ``si_acoustic/``), and
@@ -60,7 +60,8 @@ class SatConfig(GmmTrainConfig):
 
     Defaults follow ``steps/train_sat.sh`` and ``steps/decode_fmllr.sh``: 35 iterations,
     realignment at 10, 20, 30, fMLLR at 2, 4, 6, 12, silence weight 0 in training and 0.01
-    when decoding.
+    when decoding, and at test time a second estimate of each transform from the adapted
+    pass (``decode_refinements``, see ``asr.adaptation``).
     """
 
     num_iters: int = 35
@@ -69,14 +70,16 @@ class SatConfig(GmmTrainConfig):
     fmllr_iters: list[int] = field(default_factory=lambda: list(KALDI_FMLLR_ITERS))
     silence_weight: float = 0.0          # of silence frames in training's fMLLR statistics
     decode_silence_weight: float = 0.01  # the same at test time (first-pass best paths)
+    decode_refinements: int = 1          # test-time re-estimates from the adapted pass
     fmllr_min_count: float = DEFAULT_MIN_COUNT   # frames; below it a speaker keeps identity
     fmllr_passes: int = DEFAULT_ITERS    # row-update passes of each estimate
     alignment_model: bool = True         # train the SI first-pass model (final.alimdl)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.fmllr_min_count < 0 or self.fmllr_passes < 1:
-            raise ValueError("fmllr_min_count must be >= 0 and fmllr_passes positive")
+        if self.fmllr_min_count < 0 or self.fmllr_passes < 1 or self.decode_refinements < 0:
+            raise ValueError("fmllr_min_count and decode_refinements must be >= 0 and "
+                             "fmllr_passes positive")
         for name in ("silence_weight", "decode_silence_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
@@ -162,7 +165,7 @@ def train_sat(utts_raw: list[Utterance] | UtteranceSource, previous: AsrSystem,
                   if cfg.alignment_model else None)
     adaptation = SpeakerAdaptation(
         min_count=cfg.fmllr_min_count, iters=cfg.fmllr_passes,
-        silence_weight=cfg.decode_silence_weight,
+        silence_weight=cfg.decode_silence_weight, refinements=cfg.decode_refinements,
         si_model=None if si_gmm is None else GmmAcousticModel(si_gmm))
     system = AsrSystem(previous.features, previous.lexicon, tree, result.tm,
                        GmmAcousticModel(result.gmm), decoding or previous.decoding,

@@ -15,8 +15,8 @@ CMVN where the GMM saw MFCC + deltas): both front ends frame the audio alike
 
 On tri3b's fMLLR features instead (Kaldi's DNN on fMLLR features): the network reads what
 tri3b's GMM scores, each training speaker's features through the transform ``align_adapted``
-estimated, and the hybrid decodes in tri3b's two passes (its speaker-independent GMM, then
-fMLLR per test speaker, then the network)::
+estimated, and the hybrid adapts as tri3b does (its speaker-independent GMM, then fMLLR
+per test speaker, re-estimated from the network's own adapted pass, then the network)::
 
     alignments, transforms = align_adapted(tri3b, raw_utts, utt2spk)
     utts = adapted_utterances(tri3b, raw_utts, utt2spk, transforms)
@@ -111,7 +111,8 @@ def hybrid_system(base_system: AsrSystem, model: HybridAcousticModel,
     None it reads the base system's model input, speaker-adapted as the base system adapts:
     the system keeps the base's front end and transform, and its adaptation decodes the
     first pass with the base's speaker-independent GMM at the base's acoustic scale and
-    estimates each speaker's fMLLR transform with the base's GMM.
+    estimates each speaker's fMLLR transform with the base's GMM (its refinements decode
+    with the network).
     """
     b = base_system
     if nnet_features is not None:

@@ -4,7 +4,7 @@ A speaker's features x (D,) are mapped to ``A x + b = W [x; 1]`` with W = [A b] 
 chosen to maximise the likelihood of that speaker's data under a diagonal GMM (Gales 1998,
 "Maximum likelihood linear transformations for HMM-based speech recognition"; Kaldi's
 ``FmllrDiagGmmAccs`` and ``gmm-est-fmllr``). It is the building block of speaker-adaptive
-training (Kaldi's tri3b) and of two-pass decoding.
+training (Kaldi's tri3b) and of adapted decoding (``asr.adaptation``).
 
 With frame posteriors gamma_tm of Gaussian m (mean mu_m, variances var_m) and extended
 features xi_t = [x_t; 1], the statistics are

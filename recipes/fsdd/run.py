@@ -17,9 +17,10 @@ the LM weight (LMWT = 1 / acoustic scale) and word insertion penalty with the fe
 errors are chosen (isolated dev for the isolated tests, connected dev for the connected and
 noisy ones), and test is reported at dev's choice. The hybrid's dropout is chosen on dev too.
 
-The GMM systems train on the clean recordings; tri3b decodes in two passes with one fMLLR
-transform per speaker. The hybrid DNN trains on the last GMM's alignments (tri3b's:
-fMLLR-adapted, as Kaldi's ``align_fmllr.sh``) and also sees augmented copies
+The GMM systems train on the clean recordings; tri3b decodes with one fMLLR transform per
+speaker, estimated from a first pass and re-estimated from the adapted one. The hybrid DNN
+trains on the last GMM's alignments (tri3b's: fMLLR-adapted, as Kaldi's ``align_fmllr.sh``)
+and also sees augmented copies
 (``[augment]``): speed-perturbed copies of the isolated recordings in the held-out folds
 (aligned afresh), and one noisy copy of every recording in the main fold (white, pink or
 babble at 20-0 dB; a noisy copy keeps its clean recording's alignment), as Kaldi's recipes
@@ -780,15 +781,17 @@ def _training_data(s: Settings) -> str:
             text += (" `dnn_fmllr` reads what tri3b's GMM scores: the LDA+MLLT features "
                      "through each speaker's fMLLR transform (in training the transform of "
                      "its alignment, every augmented copy a speaker of its own; at test "
-                     "time tri3b's first pass), and decodes in tri3b's two passes.")
+                     "time tri3b's first estimate, re-estimated from the network's own "
+                     "adapted pass).")
     if "hmmlearn" in s.systems:
         text += (" hmmlearn tunes nothing, so it trains on the dev recordings too (its "
                  "training data are those it had before dev sets existed).")
     if "tri3b" in s.systems:
-        text += (" tri3b decodes in two passes: its speaker-independent alignment model "
-                 "decodes, one fMLLR transform per test speaker (a held-out speaker's 500 "
-                 "recordings are its adaptation data, unsupervised), then the adapted "
-                 "features decode again; in training, a speaker's connected strings are a "
+        text += (" tri3b decodes as Kaldi's decode_fmllr.sh: its speaker-independent "
+                 "alignment model decodes, one fMLLR transform per test speaker (a held-out "
+                 "speaker's 500 recordings are its adaptation data, unsupervised), "
+                 "re-estimated from a decode of the adapted features, which then decode "
+                 "again; in training, a speaker's connected strings are a "
                  "speaker of their own, as for CMVN.")
     return text
 
