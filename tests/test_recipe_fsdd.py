@@ -116,11 +116,14 @@ def test_tri3b_adapts_to_each_test_speaker(fsdd_run):
     exp = fsdd_run / "exp/fsdd"
     heldout = load_transforms(exp / "heldout_theo/tri3b/decode_heldout_theo/trans.npz")
     assert set(heldout) == {"theo"}                 # its 500 recordings adapt one transform
-    W = heldout["theo"]
-    assert W.shape == (40, 41) and not np.allclose(W, np.hstack([np.eye(40), np.zeros((40, 1))]))
-    # the hybrid on fMLLR features adapts with tri3b's GMMs: the same first pass and transform
+    W, identity = heldout["theo"], np.hstack([np.eye(40), np.zeros((40, 1))])
+    assert W.shape == (40, 41) and not np.allclose(W, identity)
+    # the hybrid on fMLLR features adapts with tri3b's GMMs from tri3b's first estimate (see
+    # tests/test_tri3b.py), then refines it with its own network's best paths: a transform of
+    # its own, nearer tri3b's than tri3b's is to the identity
     hybrid = load_transforms(exp / "heldout_theo/dnn_fmllr/decode_heldout_theo/trans.npz")
-    np.testing.assert_allclose(hybrid["theo"], W, rtol=1e-6, atol=1e-6)
+    assert set(hybrid) == {"theo"} and not np.allclose(hybrid["theo"], W)
+    assert np.linalg.norm(hybrid["theo"] - W) < np.linalg.norm(W - identity)
     # its training features: every training set aligned once, each with its own transforms
     for name in ("heldout_theo_train", "heldout_theo_train_sp"):
         assert (exp / "heldout_theo/tri3b" / f"ali_{name}" / "trans.npz").is_file()
