@@ -5,7 +5,8 @@
 ``asr.gmm.DiagGmm.log_likelihoods`` scores G = 1000 diagonal Gaussians (200 pdfs × 5),
 D = 39, over T = 100,000 frames, both in 300-frame chunks (one call per utterance, as
 training and decoding call it) and as one block. Its useful work is the matrix product
-``[x, x²] (T × 2D) @ W (2D × G)``: 2·T·2D·G flops. The reference is numpy's float32 matmul
+``[x, x²] (T × 2D) @ W (2D × G)``: 2·T·2D·G flops (asr's GEMM has one more row, of
+constants). The reference is numpy's float32 matmul
 of exactly that shape into a preallocated output, timed in the same rounds, as one block and
 in the same chunks.
 Achieved GFLOP/s of asr = useful flops / its whole time (product, log-sum-exp over each
@@ -96,8 +97,9 @@ def run(rounds: int, threads: int = 1) -> dict:
         "writes into a preallocated output, so it is the machine's product rate, while asr's "
         "calls allocate their results as users' calls do. \"Same shape\" compares chunks "
         "with chunked GEMM. The row in parentheses "
-        "times `gaussian_log_likelihoods` on the same chunks (the product, [x, x²] and the "
-        f"constants, no log-sum-exp) to show where the rest goes. Threads: {threads_used}. "
+        "times `gaussian_log_likelihoods` on the same chunks (building [x, x², 1] and the "
+        f"product, whose last row adds the constants; no log-sum-exp) to show where the rest "
+        f"goes. Threads: {threads_used}. "
         f"Checked first against a float64 evaluation (relative error {err:.0e}).",
         "",
         h.table(["computation", "GFLOP/s (median)", "GFLOP/s (best)", "median ms", "best ms",
@@ -106,11 +108,12 @@ def run(rounds: int, threads: int = 1) -> dict:
         "Goal: asr ≥ 50% of the float32 GEMM rate. Measured: " + ", ".join(
             f"{n}: **{g:.0%}** ({'met' if g >= 0.5 else 'missed'})"
             for n, g in goals.items()) + ". "
-        f"Where the time goes, on {CHUNK}-frame chunks: the product stage alone ([x, x²], "
-        "the GEMM into a fresh array, adding the constants) runs at "
+        f"Where the time goes, on {CHUNK}-frame chunks: the product stage alone ([x, x², 1] "
+        "and the GEMM into a fresh array) runs at "
         f"{t.paired_ratio(gemm_block, product_chunk):.0%} of the GEMM rate, and the per-pdf "
-        f"log-sum-exp after it takes {lse:.0%} of asr's time. Both add element-wise passes "
-        "over the T × G score matrix (the constants; maximum, subtraction, `exp`, sum, `log`) "
+        f"log-sum-exp after it takes {lse:.0%} of asr's time. Both pass over the fresh T × G "
+        "score matrix (the product's first touch of its pages; then each pdf's peak "
+        "subtracted, `exp`, each pdf's sum and `log`) "
         f"and that matrix carries only {2 * 2 * D} flops of product per element, so each pass "
         "costs a sizeable fraction of the product itself.",
     ])

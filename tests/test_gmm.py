@@ -1,6 +1,7 @@
 """Diagonal GMMs: likelihoods, statistics, EM monotonicity, splitting, save/load."""
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from asr.gmm import DiagGmm, GmmAcousticModel, GmmStats, mle_update, split_gaussians
@@ -25,6 +26,28 @@ def test_log_likelihoods_match_scipy():
         dens = sum(np.exp(gmm.log_weights[g]) * multivariate_normal.pdf(
             x, gmm.means[g], np.diag(gmm.variances[g])) for g in range(2 * p, 2 * p + 2))
         np.testing.assert_allclose(ll[:, p], np.log(dens), rtol=1e-4)
+
+
+def test_mixtures_of_uneven_sizes_sum_their_own_gaussians():
+    """Pdfs of 1 to 6 Gaussians (one pdf far below the rest): each column is the
+    log-sum-exp of its pdf's Gaussians, in full and for a chosen subset of pdfs."""
+    rng = np.random.default_rng(3)
+    sizes = np.array([1, 6, 2, 1, 3, 5])
+    gauss_pdf = np.repeat(np.arange(len(sizes)), sizes)
+    g, dim = len(gauss_pdf), 5
+    means = rng.normal(size=(g, dim))
+    means[gauss_pdf == 4] += 30.0        # about -2000 nats: exp underflows without the peak
+    gmm = DiagGmm(means, rng.uniform(0.5, 2, (g, dim)), np.log(rng.dirichlet(np.ones(g))),
+                  gauss_pdf, len(sizes))
+    x = rng.normal(size=(9, dim))
+    per_gauss = gmm.gaussian_log_likelihoods(x).astype(np.float64)
+    expected = np.stack([logsumexp(per_gauss[:, gauss_pdf == p], axis=1)
+                         for p in range(len(sizes))], axis=1)
+    np.testing.assert_allclose(gmm.log_likelihoods(x), expected, rtol=1e-5)
+    np.testing.assert_allclose(gmm.log_likelihoods(x, chunk=4), expected, rtol=1e-5)
+    chosen = np.array([4, 1, 3])
+    np.testing.assert_allclose(gmm.log_likelihoods(x, pdfs=chosen), expected[:, chosen],
+                               rtol=1e-5)
 
 
 def test_stats_merge_equals_joint_accumulation():
