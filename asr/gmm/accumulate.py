@@ -329,6 +329,17 @@ def _speaker_pass(task: PassTask, spk: str, utts, saved: dict, new_paths: dict,
     return result
 
 
+def graph_log_likelihoods(gmm: DiagGmm, graph: Graph, feats: np.ndarray
+                          ) -> tuple[Graph, np.ndarray]:
+    """Score only the K pdfs a training graph uses: (the graph with its pdfs renumbered
+    0..K-1, (T, K) log-likelihoods). An utterance's graph uses a few hundred of a triphone
+    system's thousands of pdfs; its node paths are the same in either graph."""
+    used = np.unique(graph.pdf)
+    local = dataclasses.replace(graph, pdf=np.searchsorted(used, graph.pdf).astype(
+        graph.pdf.dtype))
+    return local, gmm.log_likelihoods(feats, pdfs=used)
+
+
 def _label(label: Labeller, graph: Graph | None, feats: np.ndarray, saved, result: PassResult,
            utt: str):
     """(frames, nodes, pdfs, weights, transition counts) of one utterance's labels, each
@@ -340,10 +351,7 @@ def _label(label: Labeller, graph: Graph | None, feats: np.ndarray, saved, resul
             return None
         path, pdfs, tstates = saved
     else:
-        used = np.unique(graph.pdf)
-        local = dataclasses.replace(graph, pdf=np.searchsorted(used, graph.pdf).astype(
-            graph.pdf.dtype))
-        loglik = label.gmm.log_likelihoods(feats, pdfs=used)          # (T, K)
+        local, loglik = graph_log_likelihoods(label.gmm, graph, feats)
         if label.mode == "baum-welch":
             post = forward_backward(local, label.tm, loglik)
             if not np.isfinite(post.log_likelihood):

@@ -140,10 +140,11 @@ def _with_squares(feats: np.ndarray) -> np.ndarray:
 def _logsumexp_blocks(ll: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Log-sum-exp over contiguous column blocks: (T, G) float32 -> (T, len(offsets) - 1).
 
-    ``ll`` is overwritten (it is scratch: a GEMM's output). Three passes: each block's
-    peak is found and subtracted (numba), numpy's vectorised ``exp`` runs over the whole
-    matrix in place, and the blocks are summed (numba). numpy's own ``reduceat`` route
-    makes four (T, G) temporaries and ran about 3x slower than this.
+    ``ll`` is overwritten (it is scratch: a GEMM's output). Each block's peak is found and
+    subtracted (numba), numpy's vectorised ``exp`` and ``log`` run over whole matrices, and
+    the blocks are summed in between (numba): scalar ``exp`` or ``log`` calls per element
+    cost more than everything else here, and numpy's ``reduceat`` route makes four (T, G)
+    temporaries.
     """
     if len(offsets) - 1 == ll.shape[1]:
         return ll
@@ -151,7 +152,10 @@ def _logsumexp_blocks(ll: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     offsets = np.asarray(offsets, dtype=np.int64)
     peak = _subtract_block_peaks(ll, offsets)
     np.exp(ll, out=ll)
-    return _add_log_block_sums(ll, offsets, peak)
+    total = _block_sums(ll, offsets)
+    np.log(total, out=total)
+    total += peak
+    return total
 
 
 @numba.njit(cache=True)
@@ -173,16 +177,16 @@ def _subtract_block_peaks(ll, offsets):
 
 
 @numba.njit(cache=True)
-def _add_log_block_sums(e, offsets, peak):
-    """peak (T, P) += log of each block's sum of ``e`` (T, G); returns ``peak``."""
-    for t in range(e.shape[0]):
+def _block_sums(e, offsets):
+    """(T, G) -> (T, P): the sum of each block."""
+    num_frames, num_blocks = e.shape[0], len(offsets) - 1
+    total = np.zeros((num_frames, num_blocks), np.float32)
+    for t in range(num_frames):
         row = e[t]
-        for p in range(len(offsets) - 1):
-            total = np.float32(0.0)
+        for p in range(num_blocks):
             for j in range(offsets[p], offsets[p + 1]):
-                total += row[j]
-            peak[t, p] += np.log(total)
-    return peak
+                total[t, p] += row[j]
+    return total
 
 
 def flat_start(feats: np.ndarray, num_pdfs: int) -> DiagGmm:

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from asr.decoder import DecoderConfig, align
 from asr.features import FeatureConfig
 from asr.adaptation import gmm_of
-from asr.gmm.accumulate import Labeller, PassResult, PassTask, run_passes
+from asr.gmm.accumulate import (Labeller, PassResult, PassTask, graph_log_likelihoods,
+                                run_passes)
 from asr.gmm.diag_gmm import DiagGmm, flat_start_from
 from asr.gmm.model import GmmAcousticModel
 from asr.gmm.source import FeatureView, MemorySource, UtteranceSource
@@ -116,10 +117,12 @@ def align_utterances(system: AsrSystem, utts: list[Utterance], silence_prob: flo
     ``Experiment.utterances(name, system)``), its feature transform applied.
     """
     out = {}
+    gmm = getattr(system.model, "gmm", None)
     for u in tqdm(utts, desc="align", disable=not progress, leave=False):
         graph = training_graph(u.words, system.lexicon, system.tree, system.tm, silence_prob)
-        path = align(graph, system.tm, system.model.log_likelihoods(u.feats), acoustic_scale,
-                     beam, retry_beam)
+        scored, loglik = ((graph, system.model.log_likelihoods(u.feats)) if gmm is None
+                          else graph_log_likelihoods(gmm, graph, u.feats))  # its pdfs only
+        path = align(scored, system.tm, loglik, acoustic_scale, beam, retry_beam)
         if path is None:
             log.warning("no alignment for %s", u.utt)
             continue
