@@ -37,7 +37,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from asr.data import DataDir
+from asr.data import DataDir, prepare_speed_perturbed
+from asr.data.datadir import copy_source
 from asr.data.download import sha256_of
 from asr.data.librispeech import prepare_librispeech
 from asr.decoder import DecoderConfig
@@ -554,6 +555,9 @@ class LvcsrSettings:
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
     cluster: ClusterConfig = field(default_factory=ClusterConfig)   # where --nj jobs run
     dnn: NnetConfig = field(default_factory=NnetConfig)
+    # The hybrids also train on copies of train at these speeds (Kaldi's nnet recipes: 0.9,
+    # 1.1), each copy's voice a speaker of its own, aligned by the last GMM; [] none.
+    dnn_speed_factors: list[float] = field(default_factory=list)
     decode: DecoderConfig = field(default_factory=lambda: DecoderConfig(
         beam=13.0, max_active=7000, lattice_beam=6.0))
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -580,6 +584,9 @@ class LvcsrSettings:
         if "dnn" in self.systems and "tri" not in self.systems:
             raise ValueError("the hybrid trains on a triphone system's alignments: "
                              "systems with 'dnn' need 'tri'")
+        if any(not 0.5 <= f <= 2.0 or f == 1.0 for f in self.dnn_speed_factors):
+            raise ValueError(f"each of dnn_speed_factors must be in [0.5, 2] and not 1.0, "
+                             f"got {self.dnn_speed_factors}")
         if self.split_speakers != (self.dev == self.test):
             raise ValueError("dev and test must be different subsets, or one subset with "
                              "split_speakers = true (tuning on the test set is not allowed)")
@@ -630,8 +637,13 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
     def check():
         root.append(find_corpus(args.corpus, args.data / "downloads"))
 
+    perturbed = ["train_sp"] if s.dnn_speed_factors and set(HYBRIDS) & set(s.systems) else []
+
     def data():
         prepare_subsets(root[0], sets, ex, s.split_speakers)
+        if perturbed:
+            prepare_speed_perturbed(ex.data_dir("train"), ex.data, "train_sp",
+                                    s.dnn_speed_factors)
 
     def lang():
         if s.lm_arpa:           # a published LM: the vocabulary and G come from it
@@ -642,7 +654,7 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
         train_lms(ex, root[0] / s.lm_text, lexicon, s.lm, ["dev", "test"])
 
     def features():
-        for name in sets:
+        for name in [*sets, *perturbed]:
             ex.make_features(name, executor[0])
             if "dnn" in s.systems:
                 ex_dnn.make_features(name, executor[0])
@@ -676,14 +688,20 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
         if name not in s.systems:
             return
         gmm = ex.load_system(gmms[-1])
-        targets, transforms = ex.alignments(gmms[-1], "train", executor[0])
-        if name == "dnn":
-            utts, features = ex_dnn.utterances("train"), s.dnn_features
-        else:                   # what tri3b's GMM scores: each speaker's fMLLR features
-            utts, features = adapted_utterances(gmm, ex.utterances("train", raw=True),
-                                                ex.data_dir("train").utt2spk, transforms), None
-        train_hybrid(utts, targets, gmm, features, s.dnn, ex.system_dir(f"{name}_train"),
-                     ex.progress).save(ex.system_dir(name))
+        targets, utts = {}, []
+        for data in ["train", *perturbed]:
+            aligned, transforms = ex.alignments(gmms[-1], data, executor[0])
+            targets.update(aligned)
+            if name == "dnn":
+                utts += ex_dnn.utterances(data)
+            else:               # what tri3b's GMM scores: each speaker's fMLLR features
+                utts += adapted_utterances(gmm, ex.utterances(data, raw=True),
+                                           ex.data_dir(data).utt2spk, transforms)
+        # validation keeps every copy of a recording on the side of its source
+        sources = {u: copy_source(u) for data in perturbed for u in ex.data_dir(data).utts}
+        train_hybrid(utts, targets, gmm, s.dnn_features if name == "dnn" else None, s.dnn,
+                     ex.system_dir(f"{name}_train"), ex.progress, sources or None
+                     ).save(ex.system_dir(name))
 
     def graphs():
         # the hybrid shares its GMM's tree, so its graph; --nj graphs are built at once
@@ -800,6 +818,9 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
 
     lm = json.loads((ex.exp / "lm" / "lm.json").read_text(encoding="utf-8"))
     contexts = "cross-word" if s.tri.cross_word else "word-internal"
+    speeds = ", ×".join(f"{f:g}" for f in s.dnn_speed_factors)
+    perturbed = (f", on train and its copies at speed ×{speeds} (each a voice of its own)"
+                 if speeds else "")
     chain = {"mono": "mono: monophone", "tri": f"tri: {contexts} triphones on MFCC + deltas",
              "tri2b": "tri2b: LDA+MLLT over spliced MFCCs, on tri's alignments",
              "tri3b": "tri3b: speaker-adaptive training with fMLLR on tri2b's front end, "
@@ -807,11 +828,11 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
                       "speaker-independent first pass, then re-estimated from the adapted "
                       "pass)",
              "dnn": f"dnn: the hybrid (fbank input), trained on {gmms[-1]}'s alignments"
-                    + (" (fMLLR-adapted)" if gmms[-1] == "tri3b" else ""),
+                    + (" (fMLLR-adapted)" if gmms[-1] == "tri3b" else "") + perturbed,
              "dnn_fmllr": "dnn_fmllr: the hybrid on tri3b's fMLLR features (LDA+MLLT, then "
                           "one transform per speaker: at test time tri3b's first estimate, "
                           "re-estimated from the network's adapted pass), "
-                          "trained on tri3b's alignments"}
+                          "trained on tri3b's alignments" + perturbed}
     systems = "; ".join(chain[n] for n in s.systems) + "."
     if s.lm.rescore_order:
         n = s.lm.rescore_order

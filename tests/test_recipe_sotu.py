@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from asr.data import DataDir
 from asr.results import load_results
 from conftest import load_recipe
 
@@ -134,8 +135,20 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
     assert any(f.startswith("fmllr_acoustic/") for f in manifest["files"])
     assert (exp / "dnn_fmllr/decode_test/trans.npz").is_file()
     assert (exp / "tri3b/ali_train/targets.npz").is_file()   # aligned once for both hybrids
+    # the hybrids also train on train's copies at speeds 0.9 and 1.1 (settings.toml), each
+    # aligned by tri3b, and validate on whole recordings: a copy never validates its source
+    assert (exp / "tri3b/ali_train_sp/targets.npz").is_file()
+    for hybrid in ("dnn", "dnn_fmllr"):
+        train = (exp / f"{hybrid}_train/train_utts").read_text().split()
+        valid = (exp / f"{hybrid}_train/valid_utts").read_text().split()
+        assert {u.split("-")[0] for u in train} >= {"sp0.9", "sp1.1"}, hybrid
+        sources = {u.partition("-")[2] if u.startswith("sp") else u for u in valid}
+        assert not any(u.startswith("sp") and u.partition("-")[2] in sources for u in train)
+        originals = len(DataDir.load(tmp_path / "data/sotu/train"))   # copies that failed
+        assert 2 * originals < len(train) + len(valid) <= 3 * originals   # to align are out
     text = (tmp_path / "results/sotu/RESULTS.md").read_text()
     assert "dnn_fmllr: the hybrid on tri3b's fMLLR features" in text
+    assert "its copies at speed ×0.9, ×1.1" in text
     assert "## Hybrid input, chosen on dev" in text
 
     before = results_json.read_text()
