@@ -2,7 +2,8 @@
 
 Gaussians of all pdfs are stored together, sorted by pdf: ``gauss_pdf[g]`` is the pdf of
 Gaussian g and ``offsets[p]:offsets[p+1]`` the Gaussians of pdf p. The log-likelihood of
-every Gaussian for every frame is ``[x, x**2] @ W.T + c``: one matrix product.
+every Gaussian for every frame is ``[x, x**2, 1] @ [W, c].T``: one matrix product,
+the constants its last row.
 """
 from __future__ import annotations
 
