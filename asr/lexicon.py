@@ -136,6 +136,16 @@ class Lexicon:
         every training graph looks its words up here."""
         return {w: i for i, w in enumerate(self.words)}
 
+    def shared_roots(self) -> list[frozenset[int]]:
+        """Phone sets that share a tree root, as Kaldi's ``roots.txt`` "shared split" lines:
+        the variants of each base phone (``AH_B``, ``AH1_E``, ... share ``AH``'s root), in
+        the order of their first phone id; silence (phone 0) is alone, as is every phone of
+        a lexicon without marks."""
+        groups: dict[str, set[int]] = {}
+        for i, p in enumerate(self.phones):
+            groups.setdefault(base_phone(p), set()).add(i)
+        return sorted((frozenset(ids) for ids in groups.values()), key=min)
+
     def questions(self) -> list[tuple[str, frozenset[int]]]:
         """Phone-set questions for tree building: every phonetic class, every base phone
         and, where the phone set has them, every stress variant and word position.

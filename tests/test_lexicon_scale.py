@@ -1,5 +1,5 @@
-"""The large-vocabulary lexicon: pronunciation sources, word positions, <UNK>, OOV reports and
-questions derived from data."""
+"""The large-vocabulary lexicon: pronunciation sources, word positions, <UNK>, OOV reports,
+questions derived from data and the roots a base phone's variants share."""
 import logging
 
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 from asr.data.datadir import DataDir
 from asr.errors import DataError
 from asr.hmm.questions import cluster_phones, derived_questions, phone_set_stats
-from asr.hmm.tree import ContextStats
+from asr.hmm.transitions import Topology
+from asr.hmm.tree import ContextStats, ContextTree, build_tree
 from asr.lexicon import Lexicon, base_phone
 from asr.oov import count_oov, map_oov
 from asr.pronunciations import (LexiconConfig, build_lexicon, cmudict_pronunciations,
@@ -175,3 +176,53 @@ def test_derived_questions_cover_every_variant_of_a_base_phone():
     assert {"AA_B", "AA_S", "IY_E"} in sets and {"B_B", "B_E", "P_B"} in sets
     assert {"AA_B", "AA_S"} in sets
     assert all(0 not in q for q in questions.values())
+
+
+def _positional_stats(lex, means, frames=200, seed=0):
+    """(left, phone, right, state) statistics with every context seen: frames of phone p in
+    state s drawn around means[p] + s, whatever the context."""
+    rng = np.random.default_rng(seed)
+    stats = ContextStats(dim=2)
+    for phone, symbol in enumerate(lex.phones[1:], start=1):
+        for left in (-1, 0):
+            for state in range(3):
+                x = rng.normal(means[symbol] + state, 0.3, (frames, 2))
+                stats.accumulate(np.tile([left, phone, -1, state], (frames, 1)), x)
+    return stats
+
+
+def test_variants_of_a_base_phone_share_a_root_and_split_on_word_position():
+    lex = Lexicon.from_entries([("AB", ["AA_B", "B_E"]), ("A", ["AA_S"]), ("BA", ["B_B", "AA_E"])])
+    ids = {p: i for i, p in enumerate(lex.phones)}
+    roots = lex.shared_roots()
+    assert roots == [frozenset({0}), frozenset(ids[p] for p in ("AA_B", "AA_E", "AA_S")),
+                     frozenset(ids[p] for p in ("B_B", "B_E"))]
+    topo = Topology(len(lex.phones), 3, 5)
+    mono = ContextTree.monophone(topo, roots)
+    assert mono.num_pdfs == 5 + 3 + 3                  # silence, AA, B: variants share pdfs
+    for state in range(3):
+        assert mono.pdf(-1, ids["AA_B"], -1, state) == mono.pdf(-1, ids["AA_E"], -1, state)
+    assert ContextTree.from_dict(mono.to_dict()).roots == mono.roots
+    # Word-final AA sounds apart from the others; the left context does not matter.
+    means = {"AA_B": 0.0, "AA_S": 0.0, "AA_E": 6.0, "B_B": 12.0, "B_E": 12.0}
+    stats = _positional_stats(lex, means)
+    questions = [q for _, q in lex.questions()]
+    tree, leaf_stats = build_tree(stats, topo, questions, num_leaves=14, shared=roots)
+    assert tree.num_pdfs == 14 == len(leaf_stats)    # 11 roots, one split per AA state
+    for state in range(3):
+        final, begin = (tree.pdf(-1, ids[p], -1, state) for p in ("AA_E", "AA_B"))
+        assert final != begin == tree.pdf(0, ids["AA_S"], -1, state)
+        assert tree.pdf(0, ids["B_B"], -1, state) == tree.pdf(-1, ids["B_E"], -1, state)
+        assert leaf_stats[final, 0] == 2 * 200
+    unshared, _ = build_tree(stats, topo, questions, num_leaves=14)
+    assert unshared.num_pdfs == 5 + 5 * 3              # a root per phone: nothing to split
+
+
+def test_shared_roots_must_be_disjoint_phones_of_one_topology():
+    topo = Topology(4, 3, 5)
+    with pytest.raises(ValueError, match="disjoint"):
+        ContextTree.monophone(topo, [frozenset({1, 2}), frozenset({2, 3})])
+    with pytest.raises(ValueError, match="disjoint"):
+        ContextTree.monophone(topo, [frozenset({3, 4})])
+    with pytest.raises(ValueError, match="numbers of HMM states"):
+        ContextTree.monophone(topo, [frozenset({0, 1})])   # silence has 5 states, phone 1 has 3

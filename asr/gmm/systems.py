@@ -97,7 +97,7 @@ def train_monophone(utts: list[Utterance] | UtteranceSource, lexicon: Lexicon,
     source, view = _source_and_view(utts, features, None)
     topo = Topology(len(lexicon.phones), hmm.states_per_phone, hmm.silence_states)
     tm = TransitionModel(topo, hmm.self_loop_prob)
-    tree = ContextTree.monophone(topo)
+    tree = ContextTree.monophone(topo, lexicon.shared_roots())
     _, mean, var = feature_moments(source, view, executor)
     gmm = flat_start_from(mean, var, tree.num_pdfs)
     result = train_gmm_hmm(source, lexicon, tree, tm, gmm, cfg, progress, desc="mono",
@@ -204,7 +204,8 @@ def _build(stats: ContextStats, variance: np.ndarray, previous: AsrSystem,
     questions = [q for _, q in named]
     log.info("tree questions: %d (%s)", len(questions), cfg.questions)
     tree, leaf_stats = build_tree(stats, topo, questions, cfg.num_leaves, cfg.tree_min_count,
-                                  var_floor=cfg.var_floor * float(variance.min()))
+                                  var_floor=cfg.var_floor * float(variance.min()),
+                                  shared=previous.lexicon.shared_roots())
     tree.cross_word = new_tree_cross_word(previous, cfg)
     log.info("tree: %d leaves from %d seen %s contexts", tree.num_pdfs, len(stats.stats),
              "cross-word" if tree.cross_word else "word-internal")

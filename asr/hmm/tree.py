@@ -1,9 +1,14 @@
 """Context dependency: which pdf each (left phone, phone, right phone, hmm state) uses.
 
-A ``ContextTree`` has one root per (phone, hmm state). A monophone system has a single leaf
-under each root; a triphone system grows each root by questions about the left or right
-context phone ("is the left phone a nasal?"), chosen greedily by the gain in likelihood of
-one diagonal Gaussian per leaf, until a target number of leaves (tied states) is reached.
+A ``ContextTree`` has one root per (phone set, hmm state). The phone sets are Kaldi's
+``roots.txt`` "shared split" sets (``shared``; see :meth:`asr.lexicon.Lexicon.shared_roots`):
+the word-position and stress variants of one base phone (``AH_B``, ``AH_I``, ...) share a
+root, and a phone without variants is a set of its own. A monophone system has a single
+leaf under each root, so a phone's variants share its pdfs; a triphone system grows each
+root by questions about the left or right context phone ("is the left phone a nasal?") or,
+in a shared root, the central phone ("is it word-final?"), chosen greedily by the gain in
+likelihood of one diagonal Gaussian per leaf, until a target number of leaves (tied
+states) is reached.
 Context phone ``-1`` is the word boundary in a word-internal tree (Kaldi's old default)
 and the utterance edge in a cross-word tree (``cross_word``), whose word-edge phones take
 the neighbouring word's phone, or silence (phone 0), as context.
@@ -17,13 +22,13 @@ import numpy as np
 
 from asr.hmm.transitions import Topology
 
-LEFT, RIGHT = 0, 2  # positions in a (left, phone, right, state) context
+LEFT, CENTER, RIGHT = 0, 1, 2  # positions in a (left, phone, right, state) context
 
 
 @dataclass
 class _Node:
     pdf: int = -1                 # leaf: pdf id; question node: -1
-    position: int = -1            # LEFT or RIGHT
+    position: int = -1            # LEFT, CENTER or RIGHT
     phones: frozenset = frozenset()
     yes: int = -1
     no: int = -1
@@ -40,11 +45,14 @@ class ContextTree:
         self.num_pdfs = 1 + max(n.pdf for n in nodes)
 
     @classmethod
-    def monophone(cls, topology: Topology) -> "ContextTree":
+    def monophone(cls, topology: Topology, shared: list[frozenset[int]] | None = None
+                  ) -> "ContextTree":
+        """One pdf per (phone set, hmm state); ``shared``: phone sets that share their pdfs
+        (None: every phone its own)."""
         nodes, roots = [], {}
-        for phone in range(topology.num_phones):
-            for state in range(topology.num_states(phone)):
-                roots[(phone, state)] = len(nodes)
+        for phones in root_sets(topology, shared):
+            for state in range(topology.num_states(min(phones))):
+                roots.update({(phone, state): len(nodes) for phone in phones})
                 nodes.append(_Node(pdf=len(nodes)))
         return cls(nodes, roots)
 
@@ -99,6 +107,26 @@ class ContextStats:
             self.stats[key] = self.stats.get(key, 0) + row
 
 
+def root_sets(topology: Topology, shared: list[frozenset[int]] | None = None
+              ) -> list[frozenset[int]]:
+    """The phone sets that own a root, ordered by their first phone: ``shared`` and a set of
+    one for every phone it leaves out. Raises ValueError if a phone is in two sets, is not
+    a phone of ``topology``, or its set mixes phones of different state counts."""
+    sets, seen = [], set()
+    for phones in shared or []:
+        phones = frozenset(int(p) for p in phones)
+        if not phones or seen & phones or not phones <= set(range(topology.num_phones)):
+            raise ValueError(f"shared roots must be disjoint sets of phone ids below "
+                             f"{topology.num_phones}, got {sorted(phones)}")
+        if len({topology.num_states(p) for p in phones}) > 1:
+            raise ValueError(f"phones {sorted(phones)} share a root but have different "
+                             "numbers of HMM states")
+        seen |= phones
+        sets.append(phones)
+    sets += [frozenset({p}) for p in range(topology.num_phones) if p not in seen]
+    return sorted(sets, key=min)
+
+
 def _log_like(row: np.ndarray, dim: int, var_floor: float) -> float:
     """Log-likelihood of the pooled frames under their own ML diagonal Gaussian."""
     n = row[0]
@@ -111,11 +139,14 @@ def _log_like(row: np.ndarray, dim: int, var_floor: float) -> float:
 
 def build_tree(stats: ContextStats, topology: Topology, questions: list[frozenset],
                num_leaves: int, min_count: float = 50.0, min_gain: float = 1.0,
-               var_floor: float = 1e-3) -> tuple[ContextTree, np.ndarray]:
+               var_floor: float = 1e-3, shared: list[frozenset[int]] | None = None
+               ) -> tuple[ContextTree, np.ndarray]:
     """Grow a tree by greedy likelihood-gain splitting.
 
-    Returns the tree and ``leaf_stats``, (num_pdfs, 1 + 2*D): the pooled statistics of each
-    leaf, from which a one-Gaussian-per-pdf model is initialised. Silence is never split.
+    ``shared``: phone sets that share a root (see :func:`root_sets`); a shared root may also
+    split on the central phone. Returns the tree and ``leaf_stats``, (num_pdfs, 1 + 2*D): the
+    pooled statistics of each leaf, from which a one-Gaussian-per-pdf model is initialised.
+    Silence is never split.
     """
     dim = stats.dim
     by_root: dict[tuple[int, int], list] = {}
@@ -124,10 +155,10 @@ def build_tree(stats: ContextStats, topology: Topology, questions: list[frozense
     nodes: list[_Node] = []
     roots: dict[tuple[int, int], int] = {}
     members: dict[int, list] = {}
-    for phone in range(topology.num_phones):
-        for state in range(topology.num_states(phone)):
-            roots[(phone, state)] = len(nodes)
-            members[len(nodes)] = by_root.get((phone, state), [])
+    for phones in root_sets(topology, shared):
+        for state in range(topology.num_states(min(phones))):
+            roots.update({(phone, state): len(nodes) for phone in phones})
+            members[len(nodes)] = [k for p in sorted(phones) for k in by_root.get((p, state), [])]
             nodes.append(_Node(pdf=0))
 
     def pooled(keys):
@@ -139,7 +170,7 @@ def build_tree(stats: ContextStats, topology: Topology, questions: list[frozense
             return None
         base = _log_like(pooled(keys), dim, var_floor)
         best = None
-        for position in (LEFT, RIGHT):
+        for position in (LEFT, RIGHT, CENTER):   # CENTER splits only a shared root
             for phones in questions:
                 yes = [k for k in keys if k[position] in phones]
                 if not yes or len(yes) == len(keys):
@@ -183,8 +214,8 @@ def build_tree(stats: ContextStats, topology: Topology, questions: list[frozense
             collect(nodes[i].yes)
             collect(nodes[i].no)
 
-    for key in sorted(roots):
-        collect(roots[key])
+    for root in dict.fromkeys(roots[key] for key in sorted(roots)):   # a shared root once
+        collect(root)
     for pdf, i in enumerate(order):
         nodes[i].pdf = pdf
         leaf_stats.append(pooled(members[i]))
