@@ -834,6 +834,9 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
                           "re-estimated from the network's adapted pass), "
                           "trained on tri3b's alignments" + perturbed}
     systems = "; ".join(chain[n] for n in s.systems) + "."
+    if s.lexicon.position_dependent:
+        systems += (" Phones are word-position dependent (`_B`, `_I`, `_E`, `_S`); a base "
+                    "phone's variants share one tree root (one set of monophone pdfs).")
     if s.lm.rescore_order:
         n = s.lm.rescore_order
         systems += f" Rows `<system>_{n}gram`: that system's lattices rescored with the {n}-gram."
