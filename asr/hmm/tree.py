@@ -170,7 +170,9 @@ def build_tree(stats: ContextStats, topology: Topology, questions: list[frozense
             return None
         base = _log_like(pooled(keys), dim, var_floor)
         best = None
-        for position in (LEFT, RIGHT, CENTER):   # CENTER splits only a shared root
+        # the central phone splits only a node holding several (of a shared root)
+        central = len({k[1] for k in keys}) > 1
+        for position in (LEFT, RIGHT, CENTER) if central else (LEFT, RIGHT):
             for phones in questions:
                 yes = [k for k in keys if k[position] in phones]
                 if not yes or len(yes) == len(keys):
