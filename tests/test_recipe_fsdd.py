@@ -64,6 +64,8 @@ def test_reduced_fsdd_recipe_bounds(fsdd_run):
     assert "## Chosen on dev" in md
     assert "## Hybrid `dnn` over 2 seeds" in md and "| heldout mean |" in md
     assert "## Hybrid `dnn_fmllr` over 2 seeds" in md and "## Hybrid input, chosen on dev" in md
+    # only what was tuned on dev gets a column: dropout, not tri3b's budget (none listed)
+    assert "## Dropout, chosen on dev" in md and "tri3b Gaussians" not in md
     runs = load_runs(fsdd_run / "results/fsdd/results.json")
     assert runs["mono"]["settings"]["mono"]["num_iters"] == 8          # overrides recorded
     assert "--set mono.num_iters=8" in runs["mono"]["command"]

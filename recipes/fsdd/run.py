@@ -606,13 +606,18 @@ def main(argv: list[str] | None = None) -> int:
         choices_path = ex.exp / "decode_choices.json"
         if choices_path.exists():
             sections.append(_choices_table(json.loads(choices_path.read_text()), s, order))
-        tuned_files = ["tri3b_budget.json"] + [f"{h}_dropout.json" for h in s.hybrids]
-        tuned = {fold: [ex.system_dir(f"{fold}/{name}") for name in tuned_files]
+        # the settings chosen on dev, those with candidates: (title, what, columns)
+        kinds = ([("Gaussian budget", "tri3b trained at each Gaussian budget",
+                   [("tri3b Gaussians", "tri3b_budget.json")])] if s.tri3b_budgets else []) + (
+            [("dropout", f"each hybrid (seed {s.dnn.seed}) at each dropout",
+              [(f"{h} dropout", f"{h}_dropout.json") for h in s.hybrids])]
+            if s.dnn_dropouts else [])
+        columns = [column for _, _, kind_columns in kinds for column in kind_columns]
+        tuned = {fold: [ex.system_dir(f"{fold}/{name}") for _, name in columns]
                  for fold in folds.names}
         if any(path.exists() for paths in tuned.values() for path in paths):
-            header = ["tri3b Gaussians"] + [f"{h} dropout" for h in s.hybrids]
-            rows = ["| fold | " + " | ".join(f"{h}: dev errors | chosen" for h in header)
-                    + " |", "| :--- |" + " :--- | ---: |" * len(header)]
+            rows = ["| fold | " + " | ".join(f"{h}: dev errors | chosen" for h, _ in columns)
+                    + " |", "| :--- |" + " :--- | ---: |" * len(columns)]
             for fold, paths in tuned.items():
                 cells = []
                 for path in paths:
@@ -624,12 +629,13 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         cells += ["–", "–"]
                 rows.append(f"| {fold} | " + " | ".join(cells) + " |")
-            sections.append("## Gaussian budget and dropout, chosen on dev\n\nPer fold, tri3b "
-                            "trained at each Gaussian budget and each hybrid (seed "
-                            f"{s.dnn.seed}) at each dropout; errors summed over the fold's dev "
-                            "sets at the decoding settings; the fewest win (ties: the first "
-                            "tried), and the hybrid's other seeds train at its choice.\n\n"
-                            + "\n".join(rows))
+            title = " and ".join(title for title, _, _ in kinds)
+            sections.append(f"## {title[0].upper()}{title[1:]}, chosen on dev\n\nPer fold, "
+                            + " and ".join(what for _, what, _ in kinds) + "; errors summed "
+                            "over the fold's dev sets at the decoding settings; the fewest win "
+                            "(ties: the first tried)" + (", and the hybrid's other seeds train "
+                                                         "at its choice" if s.dnn_dropouts else "")
+                            + ".\n\n" + "\n".join(rows))
         if len(s.hybrids) > 1:
             sections.append(dev_choice_section(
                 ex.results / "results.json", s.hybrids,
