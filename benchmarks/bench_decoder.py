@@ -161,7 +161,7 @@ def lattice_path_cost(lattice) -> float:
         pos += 4 + n
     _, _, _, start, num_states, _ = struct.unpack_from("<iiQqqq", data, pos)
     pos += 40
-    total, state_ends = 0.0, []
+    total = 0.0
     arc = np.dtype([("ilabel", "<i4"), ("olabel", "<i4"), ("w", "<f4", 2), ("next", "<i4")])
     for _ in range(num_states):
         final = np.frombuffer(data, "<f4", 2, pos)
