@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         cells += ["–", "–"]
                 rows.append(f"| {fold} | " + " | ".join(cells) + " |")
-            title = " and ".join(title for title, _, _ in kinds)
+            title = " and ".join(name for name, _, _ in kinds)
             sections.append(f"## {title[0].upper()}{title[1:]}, chosen on dev\n\nPer fold, "
                             + " and ".join(what for _, what, _ in kinds) + "; errors summed "
                             "over the fold's dev sets at the decoding settings; the fewest win "
