@@ -606,13 +606,17 @@ def main(argv: list[str] | None = None) -> int:
         choices_path = ex.exp / "decode_choices.json"
         if choices_path.exists():
             sections.append(_choices_table(json.loads(choices_path.read_text()), s, order))
-        # the settings chosen on dev, those with candidates: (title, what, columns)
-        kinds = ([("Gaussian budget", "tri3b trained at each Gaussian budget",
-                   [("tri3b Gaussians", "tri3b_budget.json")])] if s.tri3b_budgets else []) + (
-            [("dropout", f"each hybrid (seed {s.dnn.seed}) at each dropout",
-              [(f"{h} dropout", f"{h}_dropout.json") for h in s.hybrids])]
-            if s.dnn_dropouts else [])
-        columns = [column for _, _, kind_columns in kinds for column in kind_columns]
+        # the settings chosen on dev: those with candidates get columns
+        columns, titles, what = [], [], []
+        if s.tri3b_budgets:
+            columns.append(("tri3b Gaussians", "tri3b_budget.json"))
+            titles.append("Gaussian budget")
+            what.append("tri3b trained at each Gaussian budget")
+        if s.dnn_dropouts:
+            columns += [(f"{h} dropout", f"{h}_dropout.json") for h in s.hybrids]
+            titles.append("dropout")
+            what.append(f"each hybrid (seed {s.dnn.seed}) at each dropout (its other seeds "
+                        "train at its choice)")
         tuned = {fold: [ex.system_dir(f"{fold}/{name}") for _, name in columns]
                  for fold in folds.names}
         if any(path.exists() for paths in tuned.values() for path in paths):
@@ -629,13 +633,11 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         cells += ["–", "–"]
                 rows.append(f"| {fold} | " + " | ".join(cells) + " |")
-            title = " and ".join(name for name, _, _ in kinds)
+            title = " and ".join(titles)
             sections.append(f"## {title[0].upper()}{title[1:]}, chosen on dev\n\nPer fold, "
-                            + " and ".join(what for _, what, _ in kinds) + "; errors summed "
-                            "over the fold's dev sets at the decoding settings; the fewest win "
-                            "(ties: the first tried)" + (", and the hybrid's other seeds train "
-                                                         "at its choice" if s.dnn_dropouts else "")
-                            + ".\n\n" + "\n".join(rows))
+                            + " and ".join(what) + "; errors summed over the fold's dev sets at "
+                            "the decoding settings; the fewest win (ties: the first tried).\n\n"
+                            + "\n".join(rows))
         if len(s.hybrids) > 1:
             sections.append(dev_choice_section(
                 ex.results / "results.json", s.hybrids,
