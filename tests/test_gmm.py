@@ -146,3 +146,43 @@ def test_statistics_of_one_gaussian_pdfs_equal_the_posterior_weighted_sums():
                    for f, p, w in zip(frames, pdfs, weights))
     assert stats.log_likelihood == pytest.approx(expected, rel=1e-5)
     assert stats.frames == pytest.approx(weights.sum())
+
+
+def test_statistics_share_each_frame_among_its_pdfs_gaussians_by_posterior():
+    """Pdfs of 1 to 6 Gaussians, one far from the data: occupancy, first and second order
+    sums (of the same or of other features) match a dense float64 reference."""
+    from asr.gmm.stats import gaussian_statistics
+
+    rng = np.random.default_rng(5)
+    sizes = np.array([1, 6, 2, 1, 3, 5])
+    gauss_pdf = np.repeat(np.arange(len(sizes)), sizes)
+    g, dim = len(gauss_pdf), 3
+    means = rng.normal(size=(g, dim))
+    means[gauss_pdf == 4] += 30.0
+    gmm = DiagGmm(means, rng.uniform(0.5, 2, (g, dim)), np.log(rng.dirichlet(np.ones(g))),
+                  gauss_pdf, len(sizes))
+    x, y = rng.normal(size=(50, dim)), rng.normal(size=(50, 2))
+    pdfs, w = rng.integers(0, len(sizes), 50), rng.random(50)
+    used, occ, first, second, loglik = gaussian_statistics(gmm, x, pdfs, w, y)
+    dens = np.stack([gmm.log_weights[k] + multivariate_normal.logpdf(
+        x, gmm.means[k], np.diag(gmm.variances[k])) for k in range(g)], axis=1)
+    post = np.zeros((50, g))
+    for t, p in enumerate(pdfs):
+        mine = gauss_pdf == p
+        post[t, mine] = w[t] * np.exp(dens[t, mine] - logsumexp(dens[t, mine]))
+    assert used.tolist() == np.flatnonzero(np.isin(gauss_pdf, pdfs)).tolist()
+    np.testing.assert_allclose(occ, post.sum(0)[used], rtol=1e-9)
+    np.testing.assert_allclose(first, (post.T @ y)[used], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(second, (post.T @ y ** 2)[used], rtol=1e-9, atol=1e-12)
+    expected = sum(w[t] * logsumexp(dens[t, gauss_pdf == p]) for t, p in enumerate(pdfs))
+    assert loglik == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_subset_of_pdfs_scores_the_same_bits_as_the_restricted_call():
+    gmm = _gmm(pdfs=5, per=3)
+    x = np.random.default_rng(6).normal(size=(11, 4))
+    chosen = np.array([3, 0, 4])
+    subset = gmm.subset(chosen)
+    np.testing.assert_array_equal(subset.log_likelihoods(x), gmm.log_likelihoods(x, pdfs=chosen))
+    np.testing.assert_array_equal(subset.log_likelihoods(x, chunk=4),
+                                  gmm.log_likelihoods(x)[:, chosen])

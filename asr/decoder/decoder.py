@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr.decoder.faster import NO_LIMIT, FasterDecoder, SearchConfig
-from asr.decoder.faster import align as search_align
+from asr.decoder.faster import NO_LIMIT, Aligner, FasterDecoder, SearchConfig
 from asr.graph import FstArrays
 from asr.hmm.graph import Graph
 from asr.hmm.transitions import TransitionModel
@@ -165,14 +164,27 @@ def training_fst(graph: Graph, tm: TransitionModel) -> tuple[FstArrays, np.ndarr
     return fst, np.concatenate([[-1], graph.pdf]).astype(np.int64)
 
 
+class TrainingAligner:
+    """Forced alignment through one training graph under one transition model, its WFST
+    and searches laid out once for every utterance with that transcript."""
+
+    def __init__(self, graph: Graph, tm: TransitionModel, acoustic_scale: float = 0.1,
+                 beam: float = 10.0, retry_beam: float = 40.0):
+        fst, label_pdf = training_fst(graph, tm)
+        self._search = Aligner(fst, label_pdf,
+                               SearchConfig(beam=beam, acoustic_scale=acoustic_scale),
+                               retry_beam=retry_beam)
+
+    def __call__(self, loglik: np.ndarray) -> np.ndarray | None:
+        """The best node path (T,) for ``loglik`` (T, K) scored by the graph's pdfs, or None."""
+        labels = self._search(loglik)
+        return None if labels is None else labels.astype(np.int64) - 1
+
+
 def align(graph: Graph, tm: TransitionModel, loglik: np.ndarray, acoustic_scale: float = 0.1,
           beam: float = 10.0, retry_beam: float = 40.0) -> np.ndarray | None:
     """Forced alignment: the best node path (T,) through a training graph, or None.
 
     Tries ``beam`` first and ``retry_beam`` if no path reaches the end, as Kaldi's aligner.
     """
-    fst, label_pdf = training_fst(graph, tm)
-    labels = search_align(fst, label_pdf, loglik,
-                          SearchConfig(beam=beam, acoustic_scale=acoustic_scale),
-                          retry_beam=retry_beam)
-    return None if labels is None else labels.astype(np.int64) - 1
+    return TrainingAligner(graph, tm, acoustic_scale, beam, retry_beam)(loglik)

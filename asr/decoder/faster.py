@@ -826,17 +826,34 @@ def decode(graph: FstArrays, label_pdf: np.ndarray, loglik: np.ndarray,
     return FasterDecoder(graph, label_pdf, cfg).decode(loglik)
 
 
+class Aligner:
+    """Forced alignment through one training graph (see :func:`align`), laid out once for
+    every utterance aligned to it: a corpus of isolated words repeats a few transcripts."""
+
+    def __init__(self, graph: FstArrays, label_pdf: np.ndarray, cfg: SearchConfig | None = None,
+                 retry_beam: float = 40.0):
+        self.graph, self.label_pdf, self.cfg = graph, label_pdf, cfg or SearchConfig()
+        self.beams = (self.cfg.beam, max(self.cfg.beam, retry_beam))
+        self._searches: dict[float, FasterDecoder] = {}
+
+    def __call__(self, loglik: np.ndarray) -> np.ndarray | None:
+        """The input label of each frame (T,) for ``loglik`` (T, num_pdfs), or None."""
+        for beam in self.beams:
+            if beam not in self._searches:
+                self._searches[beam] = FasterDecoder(self.graph, self.label_pdf,
+                                                     dataclasses.replace(self.cfg, beam=beam))
+            result = self._searches[beam].decode(loglik)
+            if result.reached_final:
+                return result.ilabels
+        return None
+
+
 def align(graph: FstArrays, label_pdf: np.ndarray, loglik: np.ndarray,
           cfg: SearchConfig | None = None, retry_beam: float = 40.0) -> np.ndarray | None:
     """Forced alignment: the input label of each frame (T,) on the best path that ends in a
     final state of a training graph, or None. Tries ``cfg.beam`` first, then ``retry_beam``,
     as Kaldi's aligner does."""
-    cfg = cfg or SearchConfig()
-    for beam in (cfg.beam, max(cfg.beam, retry_beam)):
-        result = decode(graph, label_pdf, loglik, dataclasses.replace(cfg, beam=beam))
-        if result.reached_final:
-            return result.ilabels
-    return None
+    return Aligner(graph, label_pdf, cfg, retry_beam)(loglik)
 
 
-__all__ = ["FasterDecoder", "SearchConfig", "SearchResult", "align", "decode"]
+__all__ = ["Aligner", "FasterDecoder", "SearchConfig", "SearchResult", "align", "decode"]

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from asr.decoder.decoder import align
+from asr.decoder.decoder import TrainingAligner
 from asr.exact import ExactSum, from_fixed, to_fixed
 from asr.gmm.diag_gmm import DiagGmm
 from asr.gmm.source import FeatureView, UtteranceSource
@@ -265,12 +266,12 @@ def run_pass(task: PassTask) -> PassResult:
     new_paths: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     # a saved alignment holds the pdfs and transition states along it: no graph needed
     need_graph = label.mode != "saved" or task.tree_view is not None or task.lda is not None
+    graphs = _TrainingGraphs(label) if need_graph else None
     result: PassResult | None = None
     for block in task.source.blocks():
         batch = _Batch()
         for spk, utts in block:
-            result = _speaker_pass(task, spk, utts, saved, new_paths, need_graph, batch,
-                                   result)
+            result = _speaker_pass(task, spk, utts, saved, new_paths, graphs, batch, result)
         batch.flush(task, result.sums)
         result.sums.flush()          # one block (a speaker): rounded once, summed exactly
         result.flush_tree()
@@ -282,8 +283,8 @@ def run_pass(task: PassTask) -> PassResult:
 
 
 def _speaker_pass(task: PassTask, spk: str, utts, saved: dict, new_paths: dict,
-                  need_graph: bool, batch: "_Batch", result: "PassResult | None"
-                  ) -> "PassResult":
+                  graphs: "_TrainingGraphs | None", batch: "_Batch",
+                  result: "PassResult | None") -> "PassResult":
     """Label and accumulate one speaker's utterances into the current block (``batch`` and
     the staged sums); estimate its fMLLR transform if asked. Returns the result (made on
     the first speaker, when the features' dimensions are known)."""
@@ -306,10 +307,9 @@ def _speaker_pass(task: PassTask, spk: str, utts, saved: dict, new_paths: dict,
             result.utts += 1
             _moments(result.sums, applied["moments"][utt])
             continue
-        graph = (training_graph(words, label.lexicon, label.tree, label.tm,
-                                label.silence_prob, label.cross_word)
-                 if need_graph else None)
-        labels = _label(label, graph, feats[utt], saved.get(utt), result, utt)
+        made = None if graphs is None else graphs[words]
+        graph = None if made is None else made.graph
+        labels = _label(label, made, feats[utt], saved.get(utt), result, utt)
         result.utts += 1
         if labels is None:
             continue
@@ -334,24 +334,77 @@ def graph_log_likelihoods(gmm: DiagGmm, graph: Graph, feats: np.ndarray
     """Score only the K pdfs a training graph uses: (the graph with its pdfs renumbered
     0..K-1, (T, K) log-likelihoods). An utterance's graph uses a few hundred of a triphone
     system's thousands of pdfs; its node paths are the same in either graph."""
-    used = np.unique(graph.pdf)
-    local = dataclasses.replace(graph, pdf=np.searchsorted(used, graph.pdf).astype(
-        graph.pdf.dtype))
+    local, used = _local_graph(graph)
     return local, gmm.log_likelihoods(feats, pdfs=used)
 
 
-def _label(label: Labeller, graph: Graph | None, feats: np.ndarray, saved, result: PassResult,
-           utt: str):
+def _local_graph(graph: Graph) -> tuple[Graph, np.ndarray]:
+    """(the graph with its pdfs renumbered 0..K-1, the K pdfs it uses in order)."""
+    used = np.unique(graph.pdf)
+    return dataclasses.replace(graph, pdf=np.searchsorted(used, graph.pdf).astype(
+        graph.pdf.dtype)), used
+
+
+class _TrainingGraph:
+    """One transcript's training graph and what labelling with it needs, each made on first
+    use: the graph with its pdfs renumbered 0..K-1 over those it uses, the labelling
+    GMM's Gaussians of those pdfs, and the aligner's search."""
+
+    def __init__(self, graph: Graph, label: Labeller):
+        self.graph, self.label = graph, label
+        self._local: Graph | None = None
+        self._scorer = self._aligner = None
+
+    def scores(self, feats: np.ndarray) -> tuple[Graph, np.ndarray]:
+        """(the local graph, (T, K) log-likelihoods of the pdfs it uses)."""
+        if self._local is None:
+            self._local, used = _local_graph(self.graph)
+            self._scorer = self.label.gmm.subset(used)
+        return self._local, self._scorer.log_likelihoods(feats)
+
+    def align(self, local: Graph, loglik: np.ndarray) -> np.ndarray | None:
+        if self._aligner is None:
+            label = self.label
+            self._aligner = TrainingAligner(local, label.tm, label.acoustic_scale, label.beam,
+                                            label.retry_beam)
+        return self._aligner(loglik)
+
+
+class _TrainingGraphs:
+    """A job's training graphs by transcript, the ``size`` last used kept: a corpus of
+    isolated words repeats a few transcripts thousands of times, a corpus of sentences
+    none (then each is made once per pass, as without them)."""
+
+    def __init__(self, label: Labeller, size: int = 64):
+        self.label, self.size = label, size
+        self._made: OrderedDict[tuple[str, ...], _TrainingGraph] = OrderedDict()
+
+    def __getitem__(self, words: list[str]) -> _TrainingGraph:
+        key = tuple(words)
+        made = self._made.pop(key, None)
+        if made is None:
+            label = self.label
+            made = _TrainingGraph(training_graph(words, label.lexicon, label.tree, label.tm,
+                                                 label.silence_prob, label.cross_word), label)
+        self._made[key] = made
+        if len(self._made) > self.size:
+            self._made.popitem(last=False)
+        return made
+
+
+def _label(label: Labeller, made: _TrainingGraph | None, feats: np.ndarray, saved,
+           result: PassResult, utt: str):
     """(frames, nodes, pdfs, weights, transition counts) of one utterance's labels, each
     (K,) but the counts (num_tids,); None when it has no path (listed in
-    ``result.failed``) or no saved alignment. ``graph`` may be None with a saved one."""
+    ``result.failed``) or no saved alignment. ``made`` may be None with a saved one."""
     num_tids = 2 * label.tm.num_tstates
     if label.mode == "saved":
         if saved is None or len(saved[0]) != len(feats):
             return None
         path, pdfs, tstates = saved
     else:
-        local, loglik = graph_log_likelihoods(label.gmm, graph, feats)
+        graph = made.graph
+        local, loglik = made.scores(feats)
         if label.mode == "baum-welch":
             post = forward_backward(local, label.tm, loglik)
             if not np.isfinite(post.log_likelihood):
@@ -362,8 +415,7 @@ def _label(label: Labeller, graph: Graph | None, feats: np.ndarray, saved, resul
             result.sums.stage("label_frames", np.array(float(len(feats))))
             return (t, n, graph.pdf[n].astype(np.int64), post.node_posteriors[t, n],
                     post.transition_counts(graph, num_tids))
-        path = align(local, label.tm, loglik, label.acoustic_scale, label.beam,
-                     label.retry_beam)
+        path = made.align(local, loglik)
         if path is None:
             result.failed.append(utt)
             return None

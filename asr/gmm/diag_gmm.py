@@ -46,8 +46,9 @@ class DiagGmm:
         # [x, x**2, 1], with no pass over its (T, G) output to add them
         self._proj_t = np.ascontiguousarray(
             np.vstack([(self.means * inv).T, (-0.5 * inv).T, const[None]]), dtype=np.float32)
-        # (G, 2D) rows and (G,) in float64, gathered per frame by component_posteriors
-        self._proj_rows = np.hstack([self.means * inv, -0.5 * inv])
+        # (G, 2D) rows and (G,) in float64, read per (frame, Gaussian) pair by
+        # component_posteriors
+        self._proj_rows = np.ascontiguousarray(np.hstack([self.means * inv, -0.5 * inv]))
         self._const64 = const
 
     def gaussian_log_likelihoods(self, feats: np.ndarray, gauss: slice | None = None
@@ -65,13 +66,13 @@ class DiagGmm:
         hundred of a triphone system's thousands of pdfs.
         """
         if pdfs is not None:
-            return self._restricted(feats, np.asarray(pdfs, dtype=np.int64), chunk)
+            return self.subset(pdfs).log_likelihoods(feats, chunk)
         if len(feats) <= chunk:
             return _logsumexp_blocks(self.gaussian_log_likelihoods(feats), self.offsets)
         return np.concatenate([self.log_likelihoods(feats[i:i + chunk], chunk)
                                for i in range(0, len(feats), chunk)])
 
-    def component_posteriors(self, feats: np.ndarray, pdfs: np.ndarray, chunk: int = 4096
+    def component_posteriors(self, feats: np.ndarray, pdfs: np.ndarray
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Posteriors of the Gaussians of each row's own pdf, in float64.
 
@@ -81,18 +82,13 @@ class DiagGmm:
         log-likelihood of row k under its pdf. Only the rows' own Gaussians are scored
         (P x 2D work).
         """
-        x = np.asarray(feats, dtype=np.float64)
+        x = np.ascontiguousarray(feats, dtype=np.float64)
         pdfs = np.asarray(pdfs, dtype=np.int64)
         sizes = np.diff(self.offsets)[pdfs]
         rows = np.repeat(np.arange(len(pdfs)), sizes)
         first = np.concatenate([[0], np.cumsum(sizes)])[:-1]       # each row's first pair
         gauss = np.repeat(self.offsets[pdfs] - first, sizes) + np.arange(len(rows))
-        ll = np.empty(len(rows))
-        for lo in range(0, len(x), chunk):
-            a, b = first[lo], first[lo + chunk] if lo + chunk < len(x) else len(rows)
-            block = x[lo:lo + chunk]
-            xx = np.hstack([block, block * block])[rows[a:b] - lo]
-            ll[a:b] = np.einsum("pd,pd->p", xx, self._proj_rows[gauss[a:b]])
+        ll = _pair_log_likelihoods(x, rows, gauss, self._proj_rows)
         ll += self._const64[gauss]
         if not len(rows):
             return rows, gauss, ll, np.zeros(0)
@@ -111,13 +107,11 @@ class DiagGmm:
         gauss = np.repeat(self.offsets[pdfs] - local[:-1], sizes) + np.arange(local[-1])
         return gauss, local
 
-    def _restricted(self, feats: np.ndarray, pdfs: np.ndarray, chunk: int) -> np.ndarray:
+    def subset(self, pdfs: np.ndarray) -> "PdfSubset":
+        """The mixtures of ``pdfs`` (K,) alone, laid out for scoring once: a training graph
+        uses a few hundred of a triphone system's thousands of pdfs."""
         gauss, local = self.gaussians_of(pdfs)
-        proj = self._proj_t[:, gauss]
-        out = []
-        for i in range(0, max(len(feats), 1), chunk):
-            out.append(_logsumexp_blocks(_with_squares(feats[i:i + chunk]) @ proj, local))
-        return np.concatenate(out) if len(out) > 1 else out[0]
+        return PdfSubset(self._proj_t[:, gauss], local)
 
     def with_params(self, means, variances, log_weights, gauss_pdf) -> "DiagGmm":
         return DiagGmm(means, variances, log_weights, gauss_pdf, self.num_pdfs)
@@ -130,6 +124,22 @@ class DiagGmm:
     def from_arrays(cls, arrays: dict, num_pdfs: int) -> "DiagGmm":
         return cls(arrays["means"], arrays["variances"], arrays["log_weights"],
                    arrays["gauss_pdf"], num_pdfs)
+
+
+class PdfSubset:
+    """Some pdfs' Gaussians, gathered from a DiagGmm's scoring matrix (``DiagGmm.subset``).
+
+    proj : (2D + 1, G') float32 columns of the pdfs' Gaussians, pdf by pdf; offsets : (K+1,).
+    """
+
+    def __init__(self, proj: np.ndarray, offsets: np.ndarray):
+        self.proj, self.offsets = proj, offsets
+
+    def log_likelihoods(self, feats: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """(T, K) float32 log-likelihood of each of the pdfs' mixtures, in their order."""
+        out = [_logsumexp_blocks(_with_squares(feats[i:i + chunk]) @ self.proj, self.offsets)
+               for i in range(0, max(len(feats), 1), chunk)]
+        return np.concatenate(out) if len(out) > 1 else out[0]
 
 
 def _with_squares(feats: np.ndarray) -> np.ndarray:
@@ -157,6 +167,22 @@ def _logsumexp_blocks(ll: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     np.log(total, out=total)
     total += peak
     return total
+
+
+@numba.njit(cache=True)
+def _pair_log_likelihoods(x, rows, gauss, proj):
+    """(P,) ``proj[g] . [x_r, x_r**2]`` of each (row r, Gaussian g) pair, in float64, with
+    no gathered (P, 2D) copies of either side."""
+    dim = x.shape[1]
+    out = np.empty(len(rows))
+    for p in range(len(rows)):
+        xr, pg = x[rows[p]], proj[gauss[p]]
+        acc = 0.0
+        for d in range(dim):
+            v = xr[d]
+            acc += v * (pg[d] + v * pg[dim + d])
+        out[p] = acc
+    return out
 
 
 @numba.njit(cache=True)

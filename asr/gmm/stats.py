@@ -1,6 +1,7 @@
 """Sufficient statistics of diagonal GMMs: they accumulate in batches and merge across jobs."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from asr.gmm.diag_gmm import DiagGmm
@@ -57,14 +58,32 @@ def gaussian_statistics(gmm: DiagGmm, feats: np.ndarray, pdfs: np.ndarray,
     and the weighted log-likelihood of ``feats`` (a float). All rows at once: no loop over
     pdfs or utterances.
     """
-    from scipy.sparse import csr_matrix
-
     x = np.asarray(feats, dtype=np.float64)
-    y = x if stats_feats is None else np.asarray(stats_feats, dtype=np.float64)
+    y = x if stats_feats is None else np.ascontiguousarray(stats_feats, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     rows, gauss, post, loglik = gmm.component_posteriors(x, pdfs)
     post *= w[rows]
-    used, local = np.unique(gauss, return_inverse=True)
-    share = csr_matrix((post, (local, rows)), shape=(len(used), len(x)))
-    occ = np.asarray(share.sum(axis=1)).ravel()
-    return used, occ, share @ y, share @ (y * y), float(w @ loglik)
+    touched = np.zeros(gmm.num_gauss, dtype=bool)
+    touched[gauss] = True
+    used = np.flatnonzero(touched)
+    local = np.cumsum(touched) - 1           # Gaussian -> its index among ``used``
+    occ, first, second = _pair_statistics(y, rows, local[gauss], post, len(used))
+    return used, occ, first, second, float(w @ loglik)
+
+
+@numba.njit(cache=True)
+def _pair_statistics(y, rows, local, post, num_gauss):
+    """Occupancy (G',), first and second order sums (G', D) of ``y`` (K, D) over (row,
+    Gaussian) pairs (P,), each weighing ``post``; pairs are added in their order."""
+    dim = y.shape[1]
+    occ = np.zeros(num_gauss)
+    first = np.zeros((num_gauss, dim))
+    second = np.zeros((num_gauss, dim))
+    for p in range(len(rows)):
+        g, w, yr = local[p], post[p], y[rows[p]]
+        occ[g] += w
+        for d in range(dim):
+            v = w * yr[d]
+            first[g, d] += v
+            second[g, d] += v * yr[d]
+    return occ, first, second
