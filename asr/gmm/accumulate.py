@@ -362,11 +362,12 @@ class _TrainingGraph:
             self._scorer = self.label.gmm.subset(used)
         return self._local, self._scorer.log_likelihoods(feats)
 
-    def align(self, local: Graph, loglik: np.ndarray) -> np.ndarray | None:
+    def align(self, loglik: np.ndarray) -> np.ndarray | None:
+        """The best node path (T,) for ``loglik`` from :meth:`scores`, or None."""
         if self._aligner is None:
             label = self.label
-            self._aligner = TrainingAligner(local, label.tm, label.acoustic_scale, label.beam,
-                                            label.retry_beam)
+            self._aligner = TrainingAligner(self._local, label.tm, label.acoustic_scale,
+                                            label.beam, label.retry_beam)
         return self._aligner(loglik)
 
 
@@ -415,7 +416,7 @@ def _label(label: Labeller, made: _TrainingGraph | None, feats: np.ndarray, save
             result.sums.stage("label_frames", np.array(float(len(feats))))
             return (t, n, graph.pdf[n].astype(np.int64), post.node_posteriors[t, n],
                     post.transition_counts(graph, num_tids))
-        path = made.align(local, loglik)
+        path = made.align(loglik)
         if path is None:
             result.failed.append(utt)
             return None
