@@ -833,7 +833,8 @@ class Aligner:
     def __init__(self, graph: FstArrays, label_pdf: np.ndarray, cfg: SearchConfig | None = None,
                  retry_beam: float = 40.0):
         self.graph, self.label_pdf, self.cfg = graph, label_pdf, cfg or SearchConfig()
-        self.beams = (self.cfg.beam, max(self.cfg.beam, retry_beam))
+        # the retry only where it is wider: the same beam again finds the same nothing
+        self.beams = (self.cfg.beam,) + ((retry_beam,) if retry_beam > self.cfg.beam else ())
         self._searches: dict[float, FasterDecoder] = {}
 
     def __call__(self, loglik: np.ndarray) -> np.ndarray | None:
@@ -851,8 +852,8 @@ class Aligner:
 def align(graph: FstArrays, label_pdf: np.ndarray, loglik: np.ndarray,
           cfg: SearchConfig | None = None, retry_beam: float = 40.0) -> np.ndarray | None:
     """Forced alignment: the input label of each frame (T,) on the best path that ends in a
-    final state of a training graph, or None. Tries ``cfg.beam`` first, then ``retry_beam``,
-    as Kaldi's aligner does."""
+    final state of a training graph, or None. Tries ``cfg.beam`` first, then ``retry_beam``
+    (when wider), as Kaldi's aligner does."""
     return Aligner(graph, label_pdf, cfg, retry_beam)(loglik)
 
 

@@ -65,12 +65,8 @@ class DiagGmm:
         (T, K), column k for pdf ``pdfs[k]``: an utterance's training graph uses a few
         hundred of a triphone system's thousands of pdfs.
         """
-        if pdfs is not None:
-            return self.subset(pdfs).log_likelihoods(feats, chunk)
-        if len(feats) <= chunk:
-            return _logsumexp_blocks(self.gaussian_log_likelihoods(feats), self.offsets)
-        return np.concatenate([self.log_likelihoods(feats[i:i + chunk], chunk)
-                               for i in range(0, len(feats), chunk)])
+        every = PdfSubset(self._proj_t, self.offsets) if pdfs is None else self.subset(pdfs)
+        return every.log_likelihoods(feats, chunk)
 
     def component_posteriors(self, feats: np.ndarray, pdfs: np.ndarray
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -127,7 +123,8 @@ class DiagGmm:
 
 
 class PdfSubset:
-    """Some pdfs' Gaussians, gathered from a DiagGmm's scoring matrix (``DiagGmm.subset``).
+    """Some (or all) pdfs' Gaussians, gathered from a DiagGmm's scoring matrix
+    (``DiagGmm.subset``).
 
     proj : (2D + 1, G') float32 columns of the pdfs' Gaussians, pdf by pdf; offsets : (K+1,).
     """
