@@ -48,7 +48,8 @@ class NnetConfig:
         windows, as the MLP. The MLP, whose windows are independent, ignores it.
     lr, weight_decay : AdamW's learning rate and decoupled weight decay.
     lr_schedule : ``"plateau"`` (multiply the rate by ``lr_factor`` when the validation loss
-        stops falling), ``"cosine"`` (cosine decay to 0 over ``epochs``) or ``"constant"``.
+        stops falling; once an epoch), ``"cosine"`` (cosine decay to 0 over ``epochs``, a
+        little after every training step) or ``"constant"``.
     lr_factor : the plateau schedule's factor.
     freq_mask : SpecAugment's frequency masking: each training window gets one band of
         0..``freq_mask`` consecutive feature bins set to 0 (the mean after CMVN); 0 = off.

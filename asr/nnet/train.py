@@ -118,11 +118,15 @@ def _torch_settings(cfg: NnetConfig, device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: NnetConfig):
+def _scheduler(opt: torch.optim.Optimizer, cfg: NnetConfig, steps_per_epoch: int):
+    """The rate's schedule: the plateau schedule steps once an epoch (on the validation
+    loss), the cosine one once a training step, down to 0 after ``cfg.epochs`` epochs."""
     if cfg.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=0)
     if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+        total = max(cfg.epochs * steps_per_epoch, 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
@@ -187,8 +191,8 @@ def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray]
 
 def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torch.device,
                opt: torch.optim.Optimizer | None, batches: list[torch.Tensor], desc: str,
-               progress: bool, weights: np.ndarray | None = None, width: int | None = None
-               ) -> tuple[float, int, int]:
+               progress: bool, weights: np.ndarray | None = None, width: int | None = None,
+               step_schedule=None) -> tuple[float, int, int]:
     """One pass over ``batches``: training when ``opt`` is given, else evaluation. Returns
     the sums (loss over frames, correctly classified frames, frames).
 
@@ -197,7 +201,7 @@ def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torc
     leaves out positions past an utterance's end). Without ``weights`` each step minimises
     the batch's mean loss over frames. With them (DDP) step ``s`` minimises the sum of the
     batch's losses times ``weights[s]``, and no batch is skipped: every process must take
-    every step.
+    every step. ``step_schedule`` (a rate schedule of training steps) steps after each batch.
     """
     training = opt is not None
     net.train(training)
@@ -210,6 +214,8 @@ def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torc
     with torch.set_grad_enabled(training):
         for step, index in enumerate(bar):
             if training and weights is None and len(index) * (width or 1) < 2:
+                if step_schedule is not None:     # the curve keeps its length
+                    step_schedule.step()
                 continue                          # BatchNorm cannot train on one frame
             cut = data.batch if width is None else partial(data.chunk_batch, width=width)
             if data.device.type != device.type:   # pinned host memory -> GPU, asynchronously
@@ -239,6 +245,8 @@ def _run_epoch(net: nn.Module, data: FrameDataset, cfg: NnetConfig, device: torc
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if step_schedule is not None:
+                    step_schedule.step()
             loss_sum += total
             correct += (logits.detach().argmax(1) == y).sum()
             frames += count
@@ -373,7 +381,14 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
         torch.manual_seed(cfg.seed)
         net = build_net(spec).to(device)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = _scheduler(opt, cfg)
+        if ctx is not None:
+            steps_per_epoch = steps
+        elif width is None:
+            steps_per_epoch = -(-len(train_set) // cfg.batch_size)
+        else:
+            steps_per_epoch = -(-len(train_set.chunk_starts(width)) // per_step)
+        sched = _scheduler(opt, cfg, steps_per_epoch)
+        per_step_schedule = sched if cfg.lr_schedule == "cosine" else None
         shuffle = torch.Generator().manual_seed(cfg.seed)
         world_size = 1 if ctx is None else ctx.world_size
         state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0,
@@ -406,18 +421,20 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
                 break
             start = time.perf_counter()
             desc = f"epoch {epoch}/{cfg.epochs}"
+            lr = opt.param_groups[0]["lr"]          # the rate the epoch starts at
             if ctx is None:
                 batches = (list(train_set.batches(cfg.batch_size, shuffle)) if width is None
                            else list(train_set.chunk_batches(width, per_step, shuffle)))
                 train_sums = _run_epoch(net, train_set, cfg, device, opt, batches, desc,
-                                        progress, width=width)
+                                        progress, width=width,
+                                        step_schedule=per_step_schedule)
             elif width is None:
                 seed = ddp.epoch_seed(cfg.seed, epoch, ctx.rank)
                 torch.manual_seed(seed)              # dropout and frequency masks
                 batches = ddp.shard_batches(len(train_set), steps,
                                             torch.Generator().manual_seed(seed))
                 train_sums = _run_epoch(model, train_set, cfg, device, opt, batches, desc,
-                                        progress, weights)
+                                        progress, weights, step_schedule=per_step_schedule)
             else:
                 seed = ddp.epoch_seed(cfg.seed, epoch, ctx.rank)
                 torch.manual_seed(seed)              # dropout and frequency masks
@@ -429,7 +446,7 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
                 mine = [int(train_set.chunk_frames(b, width).sum()) for b in batches]
                 weights = ctx.world_size / np.asarray(ddp.all_reduce_sum(mine, device))
                 train_sums = _run_epoch(model, train_set, cfg, device, opt, batches, desc,
-                                        progress, weights, width)
+                                        progress, weights, width, per_step_schedule)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - start
@@ -446,11 +463,10 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
             train_loss, train_acc = _means(*train_sums)
             valid_loss, valid_acc = _means(*valid_sums) if has_valid else (math.nan, math.nan)
             frames = train_sums[2]
-            lr = opt.param_groups[0]["lr"]
             watched = valid_loss if has_valid else train_loss
             if cfg.lr_schedule == "plateau":
                 sched.step(watched)
-            else:
+            elif per_step_schedule is None:
                 sched.step()
             memory = (torch.cuda.max_memory_allocated(device) / 2 ** 20
                       if device.type == "cuda" else math.nan)
