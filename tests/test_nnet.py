@@ -94,7 +94,6 @@ def test_same_seed_gives_identical_weights(tmp_path):
     assert [h["valid_loss"] for h in hist_a] == [h["valid_loss"] for h in hist_b]
 
 
-
 @pytest.mark.parametrize("model", ["mlp", "tdnn"])
 def test_cosine_schedule_decays_every_step_to_zero(model, tmp_path):
     """The cosine rate starts each epoch where the curve is (1, 3/4, 1/4 of lr over three
@@ -105,6 +104,7 @@ def test_cosine_schedule_decays_every_step_to_zero(model, tmp_path):
     assert [h["lr"] for h in history] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])
     state = nnet_train.load_checkpoint(tmp_path / nnet_train.CHECKPOINT_NAME)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
 
 class Killed(Exception):
     pass
