@@ -120,14 +120,15 @@ def _torch_settings(cfg: NnetConfig, device: torch.device) -> Iterator[None]:
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: NnetConfig, steps_per_epoch: int):
     """The rate's schedule: the plateau schedule steps once an epoch (on the validation
-    loss), the cosine one once a training step, down to 0 after ``cfg.epochs`` epochs."""
+    loss), the others after every training step (the cosine down to 0 after ``cfg.epochs``
+    epochs)."""
     if cfg.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=0)
     if cfg.lr_schedule == "cosine":
         total = max(cfg.epochs * steps_per_epoch, 1)
         return torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 
 
 def _datasets(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
@@ -388,7 +389,7 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
         else:
             steps_per_epoch = -(-len(train_set.chunk_starts(width)) // per_step)
         sched = _scheduler(opt, cfg, steps_per_epoch)
-        per_step_schedule = sched if cfg.lr_schedule == "cosine" else None
+        per_step_schedule = None if cfg.lr_schedule == "plateau" else sched
         shuffle = torch.Generator().manual_seed(cfg.seed)
         world_size = 1 if ctx is None else ctx.world_size
         state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0,
@@ -464,10 +465,8 @@ def _train(train_feats: dict[str, np.ndarray], targets: dict[str, np.ndarray],
             valid_loss, valid_acc = _means(*valid_sums) if has_valid else (math.nan, math.nan)
             frames = train_sums[2]
             watched = valid_loss if has_valid else train_loss
-            if cfg.lr_schedule == "plateau":
+            if cfg.lr_schedule == "plateau":     # the others step after every batch
                 sched.step(watched)
-            elif per_step_schedule is None:
-                sched.step()
             memory = (torch.cuda.max_memory_allocated(device) / 2 ** 20
                       if device.type == "cuda" else math.nan)
             history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
