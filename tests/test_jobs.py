@@ -333,12 +333,14 @@ def scheduler(tmp_path):
             [*cli[:2], "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads",
              "1", "--no-dashboard"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path))
     from distributed import Client
-    client = Client(address, timeout=60)
-    try:
+    client = None
+    try:        # the processes are stopped even when the scheduler is never reached
+        client = Client(address, timeout=60)
         client.wait_for_workers(2, timeout=120)
         yield address, client
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
