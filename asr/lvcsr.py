@@ -35,14 +35,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from asr.data import DataDir, prepare_speed_perturbed
 from asr.data.datadir import copy_source
 from asr.data.download import sha256_of
 from asr.data.librispeech import prepare_librispeech
 from asr.decoder import DecoderConfig
-from asr.errors import DataError
+from asr.errors import DataError, SettingsError
 from asr.experiment import DecodeJob, Experiment, decode_job
 from asr.features import FeatureConfig
 from asr.fileio import atomic_dir, write_json, write_text
@@ -57,6 +57,7 @@ from asr.oov import count_oov, map_oov
 from asr.pronunciations import (UNK, LexiconConfig, build_lexicon, load_pronunciations,
                                 write_lexicon)
 from asr.scoring import WerResult, compute_wer, per_utterance, write_details, write_text_file
+from asr.settings import from_dict
 
 log = logging.getLogger(__name__)
 
@@ -555,6 +556,9 @@ class LvcsrSettings:
         kind="fbank", num_mel_bins=40, deltas=0, cmvn="speaker"))
     cluster: ClusterConfig = field(default_factory=ClusterConfig)   # where --nj jobs run
     dnn: NnetConfig = field(default_factory=NnetConfig)
+    # The fMLLR hybrid's network: [dnn] with these settings changed (e.g. model = "tdnn");
+    # empty: the same network as the fbank hybrid's.
+    dnn_fmllr: dict[str, Any] = field(default_factory=dict)
     # The hybrids also train on copies of train at these speeds (Kaldi's nnet recipes: 0.9,
     # 1.1), each copy's voice a speaker of its own, aligned by the last GMM; [] none.
     dnn_speed_factors: list[float] = field(default_factory=list)
@@ -584,6 +588,10 @@ class LvcsrSettings:
         if "dnn" in self.systems and "tri" not in self.systems:
             raise ValueError("the hybrid trains on a triphone system's alignments: "
                              "systems with 'dnn' need 'tri'")
+        try:
+            self.network("dnn_fmllr")
+        except SettingsError as exc:
+            raise ValueError(exc.message) from None
         if any(not 0.5 <= f <= 2.0 or f == 1.0 for f in self.dnn_speed_factors):
             raise ValueError(f"each of dnn_speed_factors must be in [0.5, 2] and not 1.0, "
                              f"got {self.dnn_speed_factors}")
@@ -596,6 +604,15 @@ class LvcsrSettings:
         if self.lm_arpa and bool(self.rescore_arpa) != bool(self.lm.rescore_order):
             raise ValueError("with lm_arpa, set rescore_arpa and lm.rescore_order (its order) "
                              "together, or neither (no rescoring)")
+
+
+    def network(self, hybrid: str) -> NnetConfig:
+        """The network settings of ``hybrid`` (``"dnn"`` or ``"dnn_fmllr"``): ``dnn``, changed
+        by ``dnn_fmllr`` for the hybrid on fMLLR features."""
+        if hybrid == "dnn" or not self.dnn_fmllr:
+            return self.dnn
+        return from_dict(NnetConfig, {**dataclasses.asdict(self.dnn), **self.dnn_fmllr},
+                         table="dnn_fmllr")
 
 
 def run_lvcsr(corpus: str, description: str, settings_file: Path,
@@ -699,7 +716,8 @@ def run_lvcsr(corpus: str, description: str, settings_file: Path,
                                            ex.data_dir(data).utt2spk, transforms)
         # validation keeps every copy of a recording on the side of its source
         sources = {u: copy_source(u) for data in perturbed for u in ex.data_dir(data).utts}
-        train_hybrid(utts, targets, gmm, s.dnn_features if name == "dnn" else None, s.dnn,
+        train_hybrid(utts, targets, gmm, s.dnn_features if name == "dnn" else None,
+                     s.network(name),
                      ex.system_dir(f"{name}_train"), ex.progress, sources or None
                      ).save(ex.system_dir(name))
 
@@ -821,18 +839,25 @@ def write_lvcsr_results(ex: Experiment, s: LvcsrSettings, gmms: list[str], notes
     speeds = ", ×".join(f"{f:g}" for f in s.dnn_speed_factors)
     perturbed = (f", on train and its copies at speed ×{speeds} (each a voice of its own)"
                  if speeds else "")
+
+    def network(hybrid: str) -> str:
+        cfg = s.network(hybrid)
+        return (f"{cfg.model.upper()}, {cfg.num_layers} layers of {cfg.hidden_dim}, "
+                f"{cfg.epochs} epochs")
+
     chain = {"mono": "mono: monophone", "tri": f"tri: {contexts} triphones on MFCC + deltas",
              "tri2b": "tri2b: LDA+MLLT over spliced MFCCs, on tri's alignments",
              "tri3b": "tri3b: speaker-adaptive training with fMLLR on tri2b's front end, "
                       "decoded with one fMLLR transform per test speaker (from the "
                       "speaker-independent first pass, then re-estimated from the adapted "
                       "pass)",
-             "dnn": f"dnn: the hybrid (fbank input), trained on {gmms[-1]}'s alignments"
-                    + (" (fMLLR-adapted)" if gmms[-1] == "tri3b" else "") + perturbed,
-             "dnn_fmllr": "dnn_fmllr: the hybrid on tri3b's fMLLR features (LDA+MLLT, then "
-                          "one transform per speaker: at test time tri3b's first estimate, "
-                          "re-estimated from the network's adapted pass), "
-                          "trained on tri3b's alignments" + perturbed}
+             "dnn": f"dnn: the hybrid ({network('dnn')}, fbank input), trained on "
+                    f"{gmms[-1]}'s alignments" + (" (fMLLR-adapted)" if gmms[-1] == "tri3b"
+                                                  else "") + perturbed,
+             "dnn_fmllr": f"dnn_fmllr: the hybrid ({network('dnn_fmllr')}) on tri3b's fMLLR "
+                          "features (LDA+MLLT, then one transform per speaker: at test time "
+                          "tri3b's first estimate, re-estimated from the network's adapted "
+                          "pass), trained on tri3b's alignments" + perturbed}
     systems = "; ".join(chain[n] for n in s.systems) + "."
     if s.lexicon.position_dependent:
         systems += (" Phones are word-position dependent (`_B`, `_I`, `_E`, `_S`); a base "

@@ -4,6 +4,7 @@ Checks the large-vocabulary chain's plumbing on real (synthetic-voice) audio: le
 OOV reports, LMs with perplexity, HCLG per tree, lattices, the dev-chosen weights applied
 to test, rescoring with a higher-order LM, and the generated RESULTS.md.
 """
+import dataclasses
 import json
 import logging
 import shutil
@@ -13,6 +14,7 @@ import pytest
 
 from asr.data import DataDir
 from asr.data.datadir import copy_source
+from asr.lvcsr import LvcsrSettings
 from asr.results import load_results
 from conftest import load_recipe
 
@@ -109,14 +111,27 @@ CHAIN = [*REDUCED, "--set", 'systems=["mono","tri","tri2b","tri3b","dnn","dnn_fm
              "--set", f"{name}.num_leaves=150", "--set", f"{name}.max_gaussians=600",
              "--set", f"{name}.num_iters=6", "--set", f"{name}.mixup_iters=4",
              "--set", f"{name}.realign_iters=[3]")],
-         "--set", "tri2b.mllt_iters=[2,4]", "--set", "tri3b.fmllr_iters=[2,4]"]
+         "--set", "tri2b.mllt_iters=[2,4]", "--set", "tri3b.fmllr_iters=[2,4]",
+         "--set", 'dnn_fmllr.model="tdnn"', "--set", "dnn_fmllr.num_layers=3"]
+
+
+def test_the_fmllr_hybrid_network_is_dnn_with_its_own_changes():
+    s = LvcsrSettings(dnn_fmllr={"model": "tdnn", "num_layers": 4})
+    assert s.network("dnn") == s.dnn
+    assert s.network("dnn_fmllr") == dataclasses.replace(s.dnn, model="tdnn", num_layers=4)
+    assert LvcsrSettings().network("dnn_fmllr") == LvcsrSettings().dnn
+    with pytest.raises(ValueError, match=r"unknown setting \[dnn_fmllr\] 'layers'"):
+        LvcsrSettings(dnn_fmllr={"layers": 4})
+    with pytest.raises(ValueError, match=r"\[dnn_fmllr\] 'num_layers' must be of type int"):
+        LvcsrSettings(dnn_fmllr={"num_layers": "4"})
 
 
 def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
         sotu_slice, tmp_path, caplog):
     """mono -> tri -> tri2b -> tri3b, the hybrid on fbank and the hybrid on tri3b's fMLLR
     features: every system has dev and test rows; the fMLLR hybrid keeps tri3b's GMMs and
-    adapts to each test speaker. A decode stage run again (say after an interruption)
+    adapts to each test speaker; its network is [dnn]'s with ``dnn_fmllr``'s changes (a
+    TDNN here, the fbank hybrid an MLP). A decode stage run again (say after an interruption)
     decodes no system whose model and settings are unchanged, and leaves the results as
     they were; decoding again as two jobs per set (``--nj 2``) gives the same results and
     the same speaker transforms; aligning the training set for the hybrids as two jobs
@@ -135,6 +150,11 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
     assert manifest["model_type"] != "gmm"
     assert any(f.startswith("fmllr_acoustic/") for f in manifest["files"])
     assert (exp / "dnn_fmllr/decode_test/trans.npz").is_file()
+    specs = {h: json.loads((exp / h / "acoustic/model.json").read_text())["spec"]
+             for h in ("dnn", "dnn_fmllr")}
+    assert [specs["dnn"][k] for k in ("model", "num_layers", "hidden_dim")] == ["mlp", 2, 128]
+    assert [specs["dnn_fmllr"][k] for k in ("model", "num_layers", "hidden_dim")] == [
+        "tdnn", 3, 128]
     assert (exp / "tri3b/ali_train/targets.npz").is_file()   # aligned once for both hybrids
     # the hybrids also train on train's copies at speeds 0.9 and 1.1 (settings.toml), each
     # aligned by tri3b, and validate on whole recordings: a copy never validates its source
@@ -148,7 +168,8 @@ def test_the_whole_chain_with_both_hybrids_and_a_decode_that_resumes(
         originals = len(DataDir.load(tmp_path / "data/sotu/train"))   # copies that failed
         assert 2 * originals < len(train) + len(valid) <= 3 * originals   # to align are out
     text = (tmp_path / "results/sotu/RESULTS.md").read_text()
-    assert "dnn_fmllr: the hybrid on tri3b's fMLLR features" in text
+    assert "dnn: the hybrid (MLP, 2 layers of 128, 2 epochs, fbank input)" in text
+    assert "dnn_fmllr: the hybrid (TDNN, 3 layers of 128, 2 epochs) on tri3b's fMLLR" in text
     assert "its copies at speed ×0.9, ×1.1" in text
     assert "## Hybrid input, chosen on dev" in text
 
