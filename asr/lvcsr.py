@@ -605,7 +605,6 @@ class LvcsrSettings:
             raise ValueError("with lm_arpa, set rescore_arpa and lm.rescore_order (its order) "
                              "together, or neither (no rescoring)")
 
-
     def network(self, hybrid: str) -> NnetConfig:
         """The network settings of ``hybrid`` (``"dnn"`` or ``"dnn_fmllr"``): ``dnn``, changed
         by ``dnn_fmllr`` for the hybrid on fMLLR features."""
